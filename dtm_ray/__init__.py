@@ -1,0 +1,1 @@
+"""dtm-ray: a distributed transaction manager with a Byzantine-fault-tolerant coordinator."""
