@@ -1,0 +1,58 @@
+"""Parameters of the PBFT protocol, validated once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dtm_ray.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class PbftConfig:
+    replicas: tuple[str, ...]  # replica ids in index order; the primary of view v is replicas[v % n]
+    f: int
+    batch_size: int = 100  # most requests + proposals in one PRE-PREPARE
+    batch_wait_ms: int = 2  # how long the primary waits to fill a batch
+    checkpoint_interval: int = 16  # K: a CHECKPOINT every K sequence numbers
+    watermark_window: int = 64  # L: sequence numbers accepted are (low, low + L]
+    view_change_timeout_ms: int = 500  # first view-change timer; doubles per failed view change
+    client_retry_ms: int = 400  # a client resends to all replicas after this
+    max_request_bytes: int = 64 * 1024
+    auth_scheme: str = "ed25519"  # client requests: "ed25519" signatures or "hmac" authenticators
+
+    def __post_init__(self) -> None:
+        n = len(self.replicas)
+        if self.f < 0:
+            raise ConfigError(f"f must be >= 0, got {self.f}")
+        if n < 3 * self.f + 1:
+            raise ConfigError(f"n = {n} replicas cannot tolerate f = {self.f}: need n >= 3f+1 = {3 * self.f + 1}")
+        if len(set(self.replicas)) != n:
+            raise ConfigError("replica ids must be distinct")
+        for name in ("batch_size", "checkpoint_interval", "watermark_window",
+                     "view_change_timeout_ms", "client_retry_ms", "max_request_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0:
+            raise ConfigError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        if self.watermark_window < 2 * self.checkpoint_interval:
+            raise ConfigError("watermark_window must be at least 2 * checkpoint_interval "
+                              f"({2 * self.checkpoint_interval}), got {self.watermark_window}")
+        if self.auth_scheme not in ("ed25519", "hmac"):
+            raise ConfigError(f"auth_scheme must be 'ed25519' or 'hmac', got {self.auth_scheme!r}")
+
+    @property
+    def n(self) -> int:
+        return len(self.replicas)
+
+    @property
+    def quorum(self) -> int:
+        """2f+1: prepared, committed, stable checkpoint, new view."""
+        return 2 * self.f + 1
+
+    @property
+    def weak_quorum(self) -> int:
+        """f+1: at least one correct party among them (client replies, participant decisions)."""
+        return self.f + 1
+
+    def primary(self, view: int) -> str:
+        return self.replicas[view % self.n]
