@@ -15,7 +15,8 @@ Rules of this module:
   class, or ``Value`` (a bounded JSON-like value: operation arguments and read results).
 - ``decode`` trusts nothing: it rejects wrong types (``True`` is not an ``int`` here), wrong
   field counts, unknown kinds, oversized fields, integers outside 64 bits, nesting that is too
-  deep and trailing bytes, always with ``DecodeError``. It never unpickles.
+  deep, trailing bytes and non-canonical encodings, always with ``DecodeError``. It never
+  unpickles.
 """
 
 from __future__ import annotations
@@ -155,6 +156,10 @@ def decode(data: bytes, expected: type | tuple[type, ...] | None = None) -> Any:
     msg = _from_wire(obj)
     if expected is not None and not isinstance(msg, expected):
         raise DecodeError(f"expected {_names(expected)}, got {type(msg).__name__}")
+    # One value, one encoding: msgpack admits wider-than-needed integer and length formats, so
+    # re-encode and compare. Digests and equivocation checks can then work on bytes alone.
+    if encode(msg) != data:
+        raise DecodeError("non-canonical encoding")
     return msg
 
 

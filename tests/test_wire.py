@@ -1,0 +1,151 @@
+"""The codec: round trips, one encoding per value, and a strict decoder for untrusted bytes."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dtm_ray import wire
+from dtm_ray.errors import DecodeError, EncodeError
+from dtm_ray.wire import Value, decode, encode, message
+
+
+@message(kind=900)
+class Inner:
+    name: str
+    blob: bytes
+
+
+@message(kind=901)
+class Sample:
+    number: int
+    flag: bool
+    label: str
+    items: tuple[int, ...]
+    inner: Inner
+    maybe: Inner | None
+    value: Value
+
+
+def sample(**overrides) -> Sample:
+    fields = dict(number=7, flag=True, label="x", items=(1, 2, 3), inner=Inner("a", b"\x00\x01"),
+                  maybe=None, value={"b": [1, "two", None], "a": {"z": b"3"}})
+    fields.update(overrides)
+    return Sample(**fields)
+
+
+def test_round_trip_and_equality():
+    msg = sample()
+    assert decode(encode(msg)) == msg
+    assert decode(encode(msg), Sample) == msg
+
+
+def test_dict_values_encode_canonically_whatever_the_insertion_order():
+    assert encode(sample(value={"a": 1, "b": 2})) == encode(sample(value={"b": 2, "a": 1}))
+
+
+def test_messages_are_frozen():
+    with pytest.raises(AttributeError):
+        sample().number = 8  # type: ignore[misc]
+
+
+def raw(*fields) -> bytes:
+    return msgpack.packb([901, *fields], use_bin_type=True)
+
+
+GOOD = [7, True, "x", [1], [900, "a", b""], None, None]
+
+
+@pytest.mark.parametrize(
+    "payload, complaint",
+    [
+        (raw(*GOOD) + b"\x00", "trailing"),
+        (raw(*GOOD)[:-3], "not msgpack"),
+        (msgpack.packb([999, 1]), "unknown message kind"),
+        (msgpack.packb({"kind": 901}), "non-empty array"),
+        (msgpack.packb([]), "non-empty array"),
+        (raw(*GOOD[:-1]), "needs 7 fields"),
+        (raw(True, *GOOD[1:]), "expected int, got bool"),
+        (raw(7, 1, *GOOD[2:]), "expected bool"),
+        (raw(7, True, b"x", *GOOD[3:]), "expected str"),
+        (raw(7, True, "x", [1, "2"], *GOOD[4:]), "expected int"),
+        (raw(7, True, "x", [1], [901], *GOOD[5:]), "expected Inner"),
+        (raw(7, True, "x", [1], [900, "a", "not bytes"], None, None), "expected bytes"),
+        (raw(*GOOD[:-1], {"b": 1, "a": 2}), "canonical"),
+        (raw(*GOOD[:-1], 1.5), "float is not a Value"),
+        (raw(*GOOD[:-1], [[[[[[[[[[[1]]]]]]]]]]]), "deeper"),
+        (raw(7, True, "x" * (wire.MAX_STR_CHARS + 1), *GOOD[3:]), "exceeds"),
+        (msgpack.packb(msgpack.ExtType(1, b"x")), "not msgpack"),
+        (b"", "not msgpack"),
+        (b"\xc1", "not msgpack"),
+        # The field 7 written as a uint8 (0xcc 0x07) instead of a positive fixint: same value, other bytes.
+        (raw(*GOOD).replace(b"\x07\xc3", b"\xcc\x07\xc3", 1), "non-canonical"),
+    ],
+)
+def test_decoder_rejects_malformed_input(payload, complaint):
+    with pytest.raises(DecodeError, match=complaint):
+        decode(payload)
+
+
+def test_decoder_rejects_oversized_messages_before_parsing():
+    with pytest.raises(DecodeError, match="exceeds"):
+        decode(b"\x00" * (wire.MAX_MESSAGE_BYTES + 1))
+
+
+def test_decoder_rejects_the_wrong_expected_class():
+    with pytest.raises(DecodeError, match="expected Inner"):
+        decode(encode(sample()), Inner)
+
+
+def test_decoder_rejects_non_bytes():
+    with pytest.raises(DecodeError):
+        decode("text")  # type: ignore[arg-type]
+
+
+def test_encoding_an_unregistered_object_is_a_local_error():
+    with pytest.raises(EncodeError):
+        encode(object())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash_the_decoder(data):
+    try:
+        decode(data)
+    except DecodeError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_every_truncation_and_bit_flip_is_rejected_or_decodes_to_a_valid_message(data):
+    good = encode(sample())
+    cut = data.draw(st.integers(0, len(good) - 1))
+    with pytest.raises(DecodeError):
+        decode(good[:cut])
+    pos = data.draw(st.integers(0, len(good) - 1))
+    bit = data.draw(st.integers(0, 7))
+    flipped = bytearray(good)
+    flipped[pos] ^= 1 << bit
+    try:
+        msg = decode(bytes(flipped))
+    except DecodeError:
+        return
+    # A flip that still decodes must give a well-typed message that re-encodes to the same bytes.
+    assert encode(msg) == bytes(flipped)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20) | st.binary(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_values_round_trip(value):
+    msg = sample(value=value)
+    assert decode(encode(msg)).value == msg.value
