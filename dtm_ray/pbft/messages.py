@@ -1,0 +1,198 @@
+"""The PBFT messages (wire kinds 10..39) and how each one is authenticated.
+
+Every message travels inside a ``crypto.Envelope``. Which authentication, and why:
+
+- replica-to-replica protocol messages (PRE-PREPARE, PREPARE, COMMIT, CHECKPOINT, VIEW-CHANGE,
+  NEW-VIEW) are **signed**: they end up inside certificates that a third replica must verify;
+- client REQUESTs are **signed** (``auth_scheme="ed25519"``) or carry an **authenticator** (one
+  pairwise MAC per replica, ``auth_scheme="hmac"``); a backup forwards the client's envelope
+  to the primary unchanged, so the primary checks the client's own authentication;
+- REPLYs and state transfer (STATE-REQUEST / STATE-REPLY) are **MAC'd** point to point: nobody
+  else needs to verify them (a snapshot is checked against a certified digest, not its sender).
+
+Certificates are tuples of the sealed envelopes themselves (``bytes``), so anybody holding them can
+re-verify every signature. Records that a replica persists (``dtm_ray.pbft.persist``) are also
+messages of this module, so storage goes through the same strict decoder as the network.
+"""
+
+from __future__ import annotations
+
+from dtm_ray.crypto import Envelope, KeyRing, digest, open_signed, seal_authenticated, seal_signed
+from dtm_ray.errors import AuthError
+from dtm_ray.wire import decode, encode, message
+
+# ---------------------------------------------------------------------------------------------
+# Client <-> replicas
+
+
+@message(10)
+class Request:
+    client: str
+    request_id: int  # strictly increasing per client
+    operation: bytes  # opaque to PBFT; the App decodes it
+
+
+@message(11)
+class Reply:
+    view: int  # the view the replica was in when it executed (clients track the primary with it)
+    client: str
+    request_id: int
+    result: bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Normal case
+
+
+@message(12)
+class PrePrepare:
+    view: int
+    seq: int
+    digest: bytes  # batch_digest(requests, proposals)
+    requests: tuple[bytes, ...]  # sealed client Request envelopes, verifiable by every backup
+    proposals: tuple[bytes, ...]  # App proposals (e.g. DECIDE), checked with validate_proposal
+
+
+@message(13)
+class Prepare:
+    view: int
+    seq: int
+    digest: bytes
+
+
+@message(14)
+class Commit:
+    view: int
+    seq: int
+    digest: bytes
+
+
+@message(15)
+class Checkpoint:
+    seq: int
+    state_digest: bytes  # state_digest(app snapshot, client table) after executing seq
+
+
+# ---------------------------------------------------------------------------------------------
+# View change
+
+
+@message(16)
+class PreparedProof:
+    """A prepared certificate: the primary's signed PRE-PREPARE and 2f signed matching PREPAREs
+    from distinct backups."""
+
+    preprepare: bytes
+    prepares: tuple[bytes, ...]
+
+
+@message(17)
+class ViewChange:
+    new_view: int
+    stable_seq: int  # the sender's stable checkpoint
+    checkpoint_proof: tuple[bytes, ...]  # 2f+1 signed CHECKPOINTs for stable_seq (empty at 0)
+    prepared: tuple[PreparedProof, ...]  # one per seq above stable_seq prepared in any view
+
+
+@message(18)
+class NewView:
+    view: int
+    view_changes: tuple[bytes, ...]  # 2f+1 signed VIEW-CHANGEs for ``view``
+    preprepares: tuple[bytes, ...]  # signed PRE-PREPAREs of ``view`` for every seq re-proposed
+
+
+# ---------------------------------------------------------------------------------------------
+# State transfer
+
+
+@message(19)
+class StateRequest:
+    seq: int  # the lowest stable checkpoint the requester would accept
+
+
+@message(20)
+class StateReply:
+    seq: int
+    state: bytes  # encode(ReplicaState) at seq
+    proof: tuple[bytes, ...]  # 2f+1 signed CHECKPOINTs of seq whose digest is digest(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkpointed state and the batch a digest covers
+
+
+@message(21)
+class ClientRecord:
+    client: str
+    request_id: int  # last executed request of this client
+    result: bytes | None  # its reply, once the App produced it (replies can be deferred)
+
+
+@message(22)
+class ReplicaState:
+    """What a checkpoint certifies: the App snapshot and the client table (replay protection)."""
+
+    seq: int
+    app: bytes
+    clients: tuple[ClientRecord, ...]  # sorted by client
+
+
+@message(23)
+class Batch:
+    requests: tuple[bytes, ...]
+    proposals: tuple[bytes, ...]
+
+
+def batch_digest(requests: tuple[bytes, ...], proposals: tuple[bytes, ...]) -> bytes:
+    """The digest a PRE-PREPARE, PREPARE and COMMIT agree on."""
+    return digest(encode(Batch(tuple(requests), tuple(proposals))))
+
+
+NULL_DIGEST = batch_digest((), ())  # the null batch that fills gaps in a NEW-VIEW
+
+
+def state_digest(state_bytes: bytes) -> bytes:
+    return digest(state_bytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sealing and opening
+
+
+REPLICA_MESSAGES = (PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView)
+
+
+def seal(keys: KeyRing, msg: object) -> bytes:
+    """A signed envelope (replica protocol messages)."""
+    return seal_signed(keys, msg)
+
+
+def open_certified(keys: KeyRing, payload: bytes, expected: type, signer: str | None = None):
+    """Open a signed envelope found inside a certificate; returns ``(sender, message)``.
+
+    Raises ``RemoteProtocolError`` (``DecodeError``/``AuthError``) on anything wrong, including a
+    signer other than ``signer`` when one is required."""
+    env = decode(payload, Envelope)
+    if signer is not None and env.sender != signer:
+        raise AuthError(f"expected a message signed by {signer!r}, got {env.sender!r}")
+    return env.sender, open_signed(keys, env, expected)
+
+
+def seal_request(keys: KeyRing, replicas: tuple[str, ...], scheme: str, req: Request) -> bytes:
+    """A client request, signed or with a per-replica authenticator."""
+    if scheme == "hmac":
+        return seal_authenticated(keys, list(replicas), req)
+    return seal_signed(keys, req)
+
+
+def open_request(keys: KeyRing, replicas: tuple[str, ...], scheme: str, env: Envelope) -> Request:
+    """Authenticate and decode a client request envelope for replica ``keys.me``."""
+    if scheme == "hmac":
+        if not keys.check_authenticator(env.sender, env.body, env.auth, replicas.index(keys.me)):
+            raise AuthError(f"bad authenticator from {env.sender!r}")
+        req = decode(env.body, Request)
+    else:
+        req = open_signed(keys, env, Request)
+    if req.client != env.sender:
+        raise AuthError(f"request of {req.client!r} sealed by {env.sender!r}")
+    return req
