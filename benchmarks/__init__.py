@@ -1,0 +1,1 @@
+"""Benchmarks: each prints one JSON document (python -m benchmarks.NAME)."""
