@@ -86,6 +86,7 @@ class Simulation:
         self.outputs: list[Observed] = []
         self.journal: list[str] = []  # what tests and fault plans did, with times: a readable schedule
         self.counters = SimCounters()
+        self._watchers: list[Callable[[Observed], None]] = []
         self._queue: list[tuple[int, int, int, tuple]] = []
         self._seq = 0
 
@@ -134,6 +135,12 @@ class Simulation:
         """Apply ``behaviour`` to every message ``party_id`` sends from now on (None: honest)."""
         self._party(party_id).behaviour = behaviour
         self.note(f"byzantine {party_id} {label}" if behaviour else f"honest {party_id}")
+
+    def watch(self, watcher: Callable[[Observed], None]) -> None:
+        """Call ``watcher(observed)`` on every output as it is reported (e.g. a closed-loop client
+        workload submitting its next request). A watcher that acts on a node should ``schedule``
+        the action rather than run it inside the report."""
+        self._watchers.append(watcher)
 
     def note(self, what: str) -> None:
         self.journal.append(f"t={self.now_ms}ms {what}")
@@ -228,7 +235,10 @@ class Simulation:
         node, src = party.node, party.party_id
         outputs = drive(node, party.storage, lambda messages: self._send(party, messages))
         for output in outputs:
-            self.outputs.append(Observed(self.now_ms, src, party.incarnation, output))
+            observed = Observed(self.now_ms, src, party.incarnation, output)
+            self.outputs.append(observed)
+            for watcher in self._watchers:
+                watcher(observed)
 
     def _send(self, party: Party, messages: list[Outgoing]) -> None:
         src = party.party_id
