@@ -225,19 +225,23 @@ class Conspiracy:
     A single equivocating primary is a conspiracy of one; with ``f+1`` members (beyond the fault
     model) the split versions each gather a full quorum and safety can break."""
 
-    def __init__(self, replicas: tuple[str, ...], rng: random.Random, window: int = 256) -> None:
+    def __init__(self, replicas: tuple[str, ...], rng: random.Random, window: int = 256,
+                 shown_alternative: set[str] | None = None) -> None:
         others = list(replicas)
         rng.shuffle(others)
         self.rng = rng
         self.window = window
         self.replicas = replicas
         self._order = others
+        self._shown_alternative = shown_alternative
         self.shown: dict[tuple[int, int], dict[str, bytes]] = {}  # (view, seq) -> dest -> digest
         self.last_request: bytes | None = None
 
     def split_for(self, primary: str) -> set[str]:
         """The backups of ``primary`` shown the alternative batch: a random non-empty proper
-        subset of them, fixed per primary."""
+        subset of them, fixed per primary (or the set the conspiracy was given)."""
+        if self._shown_alternative is not None:
+            return self._shown_alternative - {primary}
         backups = [r for r in self._order if r != primary]
         k = max(1, len(backups) // 2)
         return set(backups[:k])
@@ -307,10 +311,11 @@ def equivocate(*, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Beha
     return equivocator(keys, config, Conspiracy(config.replicas, rng))
 
 
-def colluding_equivocators(keyrings: dict[str, KeyRing], config: PbftConfig,
-                           rng: random.Random) -> dict[str, Behaviour]:
-    """Behaviours for several replicas that equivocate together (one shared ``Conspiracy``)."""
-    conspiracy = Conspiracy(config.replicas, rng)
+def colluding_equivocators(keyrings: dict[str, KeyRing], config: PbftConfig, rng: random.Random,
+                           shown_alternative: set[str] | None = None) -> dict[str, Behaviour]:
+    """Behaviours for several replicas that equivocate together (one shared ``Conspiracy``);
+    ``shown_alternative`` names the replicas shown the alternative batch (default: random half)."""
+    conspiracy = Conspiracy(config.replicas, rng, shown_alternative=shown_alternative)
     return {name: equivocator(keys, config, conspiracy) for name, keys in keyrings.items()}
 
 
