@@ -190,3 +190,14 @@ def test_network_config_is_validated():
         NetworkConfig(min_delay_ms=5, max_delay_ms=1)
     with pytest.raises(ConfigError):
         Network(random.Random(0)).partition(["a"], ["a", "b"])
+
+
+def test_a_slow_party_answers_late_until_healed():
+    sim = echo_world(9)
+    sim.network.slow("b", 100)
+    ping_all(sim, "a", ["b"], 1)
+    assert not sim.run_until(lambda: pongs(sim, "a"), max_ms=100)
+    assert sim.run_until(lambda: pongs(sim, "a"), max_ms=20)
+    sim.network.heal()
+    ping_all(sim, "a", ["b"], 1)
+    assert sim.run_until(lambda: len(pongs(sim, "a")) == 2, max_ms=2 * NetworkConfig().max_delay_ms)

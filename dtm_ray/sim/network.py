@@ -70,6 +70,7 @@ class Network:
         self.config = self._initial
         self._group_of: dict[str, int] = {}
         self._cut: set[tuple[str, str]] = set()
+        self._slow: dict[str, int] = {}  # party -> extra delay on everything it sends
         self.counters = NetworkCounters()
 
     # -- faults ---------------------------------------------------------------------------------
@@ -98,10 +99,21 @@ class Network:
         self._cut.discard((a, b))
         self._cut.discard((b, a))
 
+    def slow(self, party: str, extra_ms: int) -> None:
+        """Everything ``party`` sends takes ``extra_ms`` longer (a slow node, or a ``delay`` fault
+        done by the network rather than by a behaviour); 0 makes it normal again."""
+        if extra_ms < 0:
+            raise ConfigError(f"extra_ms must be >= 0, got {extra_ms}")
+        if extra_ms:
+            self._slow[party] = extra_ms
+        else:
+            self._slow.pop(party, None)
+
     def heal(self) -> None:
-        """No partitions, no cuts, and the lossy settings the network started with."""
+        """No partitions, no cuts, no slow parties, and the lossy settings the network started with."""
         self._group_of = {}
         self._cut.clear()
+        self._slow.clear()
         self.config = self._initial
 
     def can_reach(self, src: str, dest: str) -> bool:
@@ -127,7 +139,8 @@ class Network:
         copies = 2 if cfg.duplicate_rate and rng.random() < cfg.duplicate_rate else 1
         if copies == 2:
             c.duplicated += 1
-        delays = [self._delay() for _ in range(copies)]
+        extra = self._slow.get(src, 0)
+        delays = [extra + self._delay() for _ in range(copies)]
         c.delivered += copies
         return delays
 
@@ -145,6 +158,8 @@ class Network:
         parts = [f"partition={sorted(map(sorted, groups.values()))}"] if groups else []
         if self._cut:
             parts.append(f"cuts={sorted(self._cut)}")
+        if self._slow:
+            parts.append(f"slow={sorted(self._slow.items())}")
         cfg = self.config
         parts.append(f"drop={cfg.drop_rate} dup={cfg.duplicate_rate} reorder={cfg.reorder_rate}")
         return " ".join(parts)
