@@ -1,7 +1,8 @@
 """Fault plans: one seed -> one readable schedule of faults -> one simulated run, checked.
 
 A plan is data (``FaultPlan``): the cluster size, which replicas are Byzantine and how, and a
-schedule of ``Step``s (crash, restart with the disk kept or wiped, partition, lossy network, heal)
+schedule of ``Step``s (crash, restart with the disk kept or wiped, partition, a slow replica, a
+lossy network, heal)
 over a first phase; at ``heal_at_ms`` the network heals and every crashed replica restarts, and
 from then on the run must make progress. Byzantine replicas stay Byzantine: PBFT must be live
 with ``f`` of them after the network stabilises.
@@ -28,7 +29,7 @@ from dtm_ray.sim.pbft_world import PbftWorld, behaviour_rng, build_world, replic
 @dataclass(frozen=True, slots=True)
 class Step:
     at_ms: int
-    action: str  # crash | restart | wipe | partition | lossy | heal
+    action: str  # crash | restart | wipe | partition | heal-partition | slow | lossy | heal
     args: tuple = ()
 
     def __str__(self) -> str:
@@ -90,6 +91,8 @@ def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] 
         steps.append(Step(at, "partition", (tuple(sorted(side)), tuple(rest))))
         if rng.random() < 0.5:
             steps.append(Step(rng.randint(at, heal_at), "heal-partition"))
+    if rng.random() < 0.2:
+        steps.append(Step(rng.randint(0, heal_at), "slow", (rng.choice(replicas), rng.randint(20, 300))))
     if rng.random() < 0.6:
         steps.append(Step(0, "lossy", (round(rng.uniform(0, 0.15), 3), round(rng.uniform(0, 0.2), 3),
                                        round(rng.uniform(0, 0.3), 3))))
@@ -117,6 +120,9 @@ def perform(world: PbftWorld, step: Step) -> None:
     elif step.action == "partition":
         net.partition(*step.args)
         sim.note(f"partition {step.args}")
+    elif step.action == "slow":
+        net.slow(*step.args)
+        sim.note(f"slow {step.args[0]} by {step.args[1]}ms")
     elif step.action == "heal-partition":
         net.partition()
         sim.note("heal partition")
