@@ -1,27 +1,114 @@
-"""The client side of PBFT (work in progress: constructor signature is stable)."""
+"""The client side of PBFT, sans-I/O.
+
+A client sends each request to ``f+1`` replicas, the primary it believes in among them (so a
+faulty primary alone cannot silently drop it: the backups forward it and start their timers),
+resends it to every replica each ``client_retry_ms`` until it is answered, and accepts a result
+once ``f+1`` distinct replicas sent matching MAC'd replies (one of them is correct). It learns
+the current view from the replies.
+
+Requests of one client are sent one at a time, in ``request_id`` order: a replica executes a
+client's request only if its id is above the last one executed for that client, so pipelining
+could let a later request overtake (and make stale) an earlier one. ``submit`` queues; run many
+clients for concurrency.
+"""
 
 from __future__ import annotations
 
-from dtm_ray.crypto import KeyRing
+from collections import deque
+
+from dtm_ray.crypto import KeyRing, open_envelope
+from dtm_ray.errors import AuthError, RemoteProtocolError
 from dtm_ray.node import Outbox, Ready
+from dtm_ray.pbft import quorum
 from dtm_ray.pbft.config import PbftConfig
+from dtm_ray.pbft.events import ClientResult, Rejected
+from dtm_ray.pbft.messages import Reply, Request, seal_request
+from dtm_ray.wire import decode
 
 
 class ClientCore:
-    def __init__(self, client_id: str, config: PbftConfig, keys: KeyRing) -> None:
-        self.node_id = client_id
+    def __init__(self, client_id: str, config: PbftConfig, keys: KeyRing, first_request_id: int = 1) -> None:
+        self.node_id = self.id = client_id
         self.config = config
         self.keys = keys
+        self.view = 0  # the highest view f+1 replicas reported
+        self.now = 0
         self._out = Outbox()
+        self._next_id = first_request_id
+        self._queue: deque[tuple[int, bytes]] = deque()
+        self._current: tuple[int, bytes] | None = None  # (request_id, sealed request)
+        self._sent_at = 0
+        self._replies: dict[str, tuple[bytes, int]] = {}  # replica -> (result, view) for _current
+        self.rejected = 0
 
+    # -- API -----------------------------------------------------------------------------------
     def submit(self, operation: bytes) -> int:
-        raise NotImplementedError
+        """Queue ``operation``; returns its request id. Its ``ClientResult`` arrives in
+        ``take_ready().outputs``."""
+        request_id = self._next_id
+        self._next_id += 1
+        self._queue.append((request_id, operation))
+        self._send_next()
+        return request_id
 
+    @property
+    def outstanding(self) -> int:
+        return len(self._queue) + (self._current is not None)
+
+    # -- the Node contract ---------------------------------------------------------------------
     def receive(self, sender: str, payload: bytes) -> None:
-        raise NotImplementedError
+        try:
+            env = open_envelope(payload)
+            if env.sender not in self.config.replicas:
+                raise AuthError(f"reply from {env.sender!r}, not a replica")
+            if not self.keys.check_mac(env.sender, env.body, env.auth):
+                raise AuthError(f"bad MAC from {env.sender!r}")
+            reply = decode(env.body, Reply)
+        except RemoteProtocolError as exc:
+            self.rejected += 1
+            self._out.output(Rejected(self.id, sender, str(exc)))
+            return
+        if self._current is None or reply.client != self.id or reply.request_id != self._current[0]:
+            return  # a late or duplicate reply
+        self._replies[env.sender] = (reply.result, reply.view)
+        self._maybe_accept()
 
     def tick(self, now_ms: int) -> None:
-        raise NotImplementedError
+        self.now = max(self.now, now_ms)
+        if self._current is not None and self.now - self._sent_at >= self.config.client_retry_ms:
+            self._sent_at = self.now
+            for r in self.config.replicas:  # the primary may be faulty: everybody gets it now
+                self._out.send(r, self._current[1], after_persist=False)
 
     def take_ready(self) -> Ready:
         return self._out.take()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _send_next(self) -> None:
+        if self._current is not None or not self._queue:
+            return
+        request_id, operation = self._queue.popleft()
+        sealed = seal_request(self.keys, self.config.replicas, self.config.auth_scheme,
+                              Request(self.id, request_id, operation))
+        self._current, self._replies, self._sent_at = (request_id, sealed), {}, self.now
+        for r in self._first_targets():
+            self._out.send(r, sealed, after_persist=False)
+
+    def _first_targets(self) -> list[str]:
+        """The primary of the view we believe in and the f replicas after it."""
+        n, start = self.config.n, self.view % self.config.n
+        return [self.config.replicas[(start + i) % n] for i in range(quorum.weak(self.config.f))]
+
+    def _maybe_accept(self) -> None:
+        results: dict[bytes, list[int]] = {}
+        for result, view in self._replies.values():
+            results.setdefault(result, []).append(view)
+        for result, views in results.items():
+            if len(views) >= quorum.weak(self.config.f):
+                request_id = self._current[0]
+                # f+1 replicas, one correct, were in at least the (f+1)-th highest view reported
+                self.view = max(self.view, sorted(views, reverse=True)[quorum.weak(self.config.f) - 1])
+                self._current = None
+                self._out.output(ClientResult(self.id, request_id, result, self.view))
+                self._send_next()
+                return

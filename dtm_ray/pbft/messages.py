@@ -196,3 +196,12 @@ def open_request(keys: KeyRing, replicas: tuple[str, ...], scheme: str, env: Env
     if req.client != env.sender:
         raise AuthError(f"request of {req.client!r} sealed by {env.sender!r}")
     return req
+
+
+@message(24)
+class StableRecord:
+    """A replica's stable checkpoint as persisted: the state and its proof."""
+
+    seq: int
+    state: bytes  # encode(ReplicaState)
+    proof: tuple[bytes, ...]

@@ -1,0 +1,84 @@
+"""The message log: one ``Slot`` per sequence number inside the watermarks ``(low, low + L]``.
+
+A slot holds the accepted PRE-PREPARE of the current view, the PREPARE and COMMIT votes of the
+current view (one per replica: a second, different one is equivocation), whether it prepared,
+committed and executed, and the highest-view prepared certificate, which survives view changes
+because VIEW-CHANGE messages carry it. Everything at or below the low watermark (the stable
+checkpoint) is dropped by ``collect``; the replica deletes the matching storage keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dtm_ray.pbft.config import PbftConfig
+from dtm_ray.pbft.messages import PrePrepare, PreparedProof
+
+
+@dataclass(slots=True)
+class Slot:
+    seq: int
+    pp: PrePrepare | None = None  # accepted pre-prepare (of ``pp.view``)
+    pp_payload: bytes | None = None  # its signed envelope, for certificates and retransmission
+    held: tuple[PrePrepare, bytes] | None = None  # a pre-prepare waiting for the App (Verdict.WAIT)
+    prepares: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # replica -> (digest, payload)
+    commits: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
+    prepared: bool = False  # prepared in the current view
+    committed: bool = False  # committed-local (in any view: the batch is final)
+    proof: PreparedProof | None = None  # highest-view prepared certificate
+    proof_view: int = -1
+    my_prepare: bytes | None = None
+    my_commit: bytes | None = None
+
+    def accept(self, pp: PrePrepare, payload: bytes) -> None:
+        self.pp, self.pp_payload, self.held = pp, payload, None
+
+    def enter_view(self) -> None:
+        """Forget the votes of the old view. A committed batch keeps its pre-prepare (it will be
+        re-proposed with the same digest); anything else must be re-proposed by the NEW-VIEW."""
+        self.prepares, self.commits = {}, {}
+        self.prepared, self.held = False, None
+        self.my_prepare = self.my_commit = None
+        if not self.committed:
+            self.pp = self.pp_payload = None
+
+    def matching(self, votes: dict[str, tuple[bytes, bytes]], exclude: str | None = None) -> list[bytes]:
+        """Payloads of the votes in ``votes`` that match the accepted pre-prepare."""
+        if self.pp is None:
+            return []
+        return [p for who, (d, p) in sorted(votes.items()) if d == self.pp.digest and who != exclude]
+
+
+class Log:
+    def __init__(self, config: PbftConfig) -> None:
+        self._window = config.watermark_window
+        self.low = 0  # the stable checkpoint
+        self.slots: dict[int, Slot] = {}
+
+    @property
+    def high(self) -> int:
+        return self.low + self._window
+
+    def in_window(self, seq: int) -> bool:
+        return self.low < seq <= self.high
+
+    def get(self, seq: int) -> Slot | None:
+        return self.slots.get(seq)
+
+    def slot(self, seq: int) -> Slot:
+        """The slot of ``seq`` (created on demand); the caller has checked ``in_window``."""
+        s = self.slots.get(seq)
+        if s is None:
+            s = self.slots[seq] = Slot(seq)
+        return s
+
+    def collect(self, stable: int) -> list[int]:
+        """Move the low watermark to ``stable``; drop and return the seqs at or below it."""
+        self.low = max(self.low, stable)
+        gone = sorted(s for s in self.slots if s <= self.low)
+        for s in gone:
+            del self.slots[s]
+        return gone
+
+    def __len__(self) -> int:
+        return len(self.slots)

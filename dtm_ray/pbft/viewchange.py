@@ -1,0 +1,155 @@
+"""Pure functions that build and verify VIEW-CHANGE and NEW-VIEW (PBFT with signatures).
+
+A VIEW-CHANGE for view ``v`` carries the sender's stable checkpoint with its proof and, for every
+seq above it, the prepared certificate of the highest view it prepared in. The primary of ``v``
+collects ``2f+1`` of them and re-proposes, for every seq between the highest stable checkpoint
+among them (``min_s``) and the highest prepared seq (``max_s``), the batch of the highest-view
+certificate, or a null batch where there is none. Every backup recomputes that set from the
+VIEW-CHANGEs included in the NEW-VIEW; a NEW-VIEW that does not match is signed evidence against
+its primary.
+
+Why this is safe: a batch committed at some correct replica was prepared at ``2f+1`` replicas,
+``f+1`` of them correct, and any ``2f+1`` VIEW-CHANGEs include one of those; no certificate for
+another batch at that seq can carry a higher view, since correct replicas prepared nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dtm_ray.crypto import Envelope, KeyRing
+from dtm_ray.errors import AuthError
+from dtm_ray.pbft import checkpoint, quorum
+from dtm_ray.pbft.config import PbftConfig
+from dtm_ray.pbft.messages import (Checkpoint, NewView, PrePrepare, Prepare, PreparedProof, ViewChange,
+                                   batch_digest, open_certified)
+from dtm_ray.wire import decode
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedViewChange:
+    sender: str
+    vc: ViewChange
+    payload: bytes  # the signed envelope, to put into a NEW-VIEW
+    prepared: dict[int, PrePrepare]  # seq -> the certified pre-prepare
+
+
+@dataclass(frozen=True, slots=True)
+class NewViewPlan:
+    view: int
+    min_s: int  # the stable checkpoint the new view starts from
+    min_proof: tuple[bytes, ...]
+    min_digest: bytes | None  # None for seq 0
+    entries: tuple[tuple[int, tuple[bytes, ...], tuple[bytes, ...]], ...]  # (seq, requests, proposals)
+
+
+# ---------------------------------------------------------------------------------------------
+# VIEW-CHANGE
+
+
+def verify_prepared(keys: KeyRing, config: PbftConfig, proof: PreparedProof) -> PrePrepare:
+    """The pre-prepare of a prepared certificate, or ``RemoteProtocolError``: signed by the
+    primary of its view, digest matching its batch, and 2f matching PREPAREs from distinct
+    backups."""
+    sender, pp = open_certified(keys, proof.preprepare, PrePrepare)
+    if sender != config.primary(pp.view):
+        raise AuthError(f"pre-prepare of view {pp.view} signed by {sender!r}, not its primary")
+    if batch_digest(pp.requests, pp.proposals) != pp.digest:
+        raise AuthError(f"pre-prepare {pp.seq} digest does not match its batch")
+    backups = set()
+    for payload in proof.prepares:
+        who, p = open_certified(keys, payload, Prepare)
+        if who not in config.replicas or who == sender:
+            raise AuthError(f"prepare from {who!r} cannot count for view {pp.view}")
+        if (p.view, p.seq, p.digest) != (pp.view, pp.seq, pp.digest):
+            raise AuthError(f"prepare for {(p.view, p.seq)} in the certificate of {(pp.view, pp.seq)}")
+        backups.add(who)
+    if len(backups) < quorum.strong(config.f) - 1:
+        raise AuthError(f"prepared certificate with {len(backups)} prepares")
+    return pp
+
+
+def verify_view_change(keys: KeyRing, config: PbftConfig, payload: bytes) -> CheckedViewChange:
+    sender, vc = open_certified(keys, payload, ViewChange)
+    if sender not in config.replicas:
+        raise AuthError(f"view change signed by non-replica {sender!r}")
+    digest = checkpoint.proof_digest(keys, vc.checkpoint_proof)
+    checkpoint.verify_proof(keys, config, vc.stable_seq, digest or b"", vc.checkpoint_proof)
+    prepared: dict[int, PrePrepare] = {}
+    for proof in vc.prepared:
+        pp = verify_prepared(keys, config, proof)
+        if pp.view >= vc.new_view:
+            raise AuthError(f"certificate of view {pp.view} in a view change to {vc.new_view}")
+        if not vc.stable_seq < pp.seq <= vc.stable_seq + config.watermark_window:
+            raise AuthError(f"certificate for seq {pp.seq} outside the sender's window")
+        if pp.seq in prepared:
+            raise AuthError(f"two certificates for seq {pp.seq}")
+        prepared[pp.seq] = pp
+    return CheckedViewChange(sender, vc, payload, prepared)
+
+
+# ---------------------------------------------------------------------------------------------
+# NEW-VIEW
+
+
+def plan_new_view(config: PbftConfig, view: int, vcs: list[CheckedViewChange]) -> NewViewPlan:
+    """What the primary of ``view`` must re-propose, given 2f+1 checked VIEW-CHANGEs."""
+    base = max(vcs, key=lambda c: (c.vc.stable_seq, c.sender))
+    min_s = base.vc.stable_seq
+    best: dict[int, PrePrepare] = {}
+    for c in vcs:
+        for seq, pp in c.prepared.items():
+            if seq > min_s and (seq not in best or pp.view > best[seq].view):
+                best[seq] = pp
+    max_s = max(best, default=min_s)
+    entries = []
+    for seq in range(min_s + 1, max_s + 1):
+        pp = best.get(seq)
+        entries.append((seq, pp.requests, pp.proposals) if pp else (seq, (), ()))
+    digest = None
+    if min_s:
+        digest = open_certified_digest(base.vc.checkpoint_proof)
+    return NewViewPlan(view, min_s, base.vc.checkpoint_proof, digest, tuple(entries))
+
+
+def open_certified_digest(proof: tuple[bytes, ...]) -> bytes:
+    """The state digest of an already verified checkpoint proof."""
+    return decode(decode(proof[0], Envelope).body, Checkpoint).state_digest
+
+
+def preprepares_for(view: int, plan: NewViewPlan) -> list[PrePrepare]:
+    return [PrePrepare(view, seq, batch_digest(reqs, props), reqs, props) for seq, reqs, props in plan.entries]
+
+
+def check_view_changes(keys: KeyRing, config: PbftConfig, view: int,
+                       payloads: tuple[bytes, ...]) -> list[CheckedViewChange]:
+    checked = [verify_view_change(keys, config, p) for p in payloads]
+    senders = {c.sender for c in checked}
+    if len(senders) != len(checked):
+        raise AuthError("two view changes from one replica")
+    if any(c.vc.new_view != view for c in checked):
+        raise AuthError(f"a view change for another view in the NEW-VIEW of {view}")
+    if len(senders) < quorum.strong(config.f):
+        raise AuthError(f"NEW-VIEW with {len(senders)} view changes")
+    return checked
+
+
+def verify_new_view(keys: KeyRing, config: PbftConfig, sender: str, nv: NewView
+                    ) -> tuple[NewViewPlan, list[tuple[PrePrepare, bytes]]]:
+    """Recompute the NEW-VIEW from its VIEW-CHANGEs; ``AuthError`` if anything differs.
+
+    The caller has checked the NEW-VIEW's own signature, so every failure here is provable
+    misbehaviour of ``sender``."""
+    if sender != config.primary(nv.view):
+        raise AuthError(f"NEW-VIEW of {nv.view} from {sender!r}, not its primary")
+    plan = plan_new_view(config, nv.view, check_view_changes(keys, config, nv.view, nv.view_changes))
+    expected = preprepares_for(nv.view, plan)
+    if len(nv.preprepares) != len(expected):
+        raise AuthError(f"NEW-VIEW re-proposes {len(nv.preprepares)} slots, expected {len(expected)}")
+    out = []
+    for payload, want in zip(nv.preprepares, expected):
+        _, pp = open_certified(keys, payload, PrePrepare, signer=sender)
+        if pp != want:
+            raise AuthError(f"NEW-VIEW pre-prepare for seq {want.seq} differs from the recomputed one")
+        out.append((pp, payload))
+    return plan, out
