@@ -341,3 +341,11 @@ def make_behaviour(name: str, *, keys: KeyRing, config: PbftConfig, rng: random.
     if factory is None:
         raise ConfigError(f"unknown Byzantine behaviour {name!r}; known: {', '.join(sorted(CATALOGUE))}")
     return factory(keys=keys, config=config, rng=rng)
+
+
+# The transaction layer's behaviours (``dtm_ray.txn.byzantine``: forge-decision, forge-votes on a
+# replica; equivocate-vote on a participant), registered here so every host finds them by name.
+from dtm_ray.txn.byzantine import PARTICIPANT_CATALOGUE, TXN_CATALOGUE  # noqa: E402
+
+CATALOGUE.update(TXN_CATALOGUE)
+CATALOGUE.update(PARTICIPANT_CATALOGUE)

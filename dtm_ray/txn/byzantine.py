@@ -1,0 +1,127 @@
+"""Byzantine behaviours of the transaction layer, as message transformers (see ``dtm_ray.faults``).
+
+Same shape as the catalogue: ``factory(*, keys, config, rng) -> fn(dest, payload) -> iterable of
+(dest, payload)``, where ``keys`` is the faulty party's OWN key ring (it can MAC and sign as
+itself, never as anybody else) and ``config`` anything with ``replicas`` (a ``PbftConfig`` or a
+``TxnConfig``). Pure, never raising: they run in a party's send path.
+
+- ``forge-decision`` (a replica): tells participants outcomes nobody decided: every decision it
+  sends is flipped, and every PREPARE it sends is followed by a made-up decision. A participant
+  acts on f+1 matching decisions, so one liar (or f) changes nothing.
+- ``forge-votes`` (a primary): proposes COMMIT without the votes: every DECIDE it orders becomes
+  COMMIT (an ABORT's NO vote kept as "evidence"), and COMMITs without any evidence are added for
+  transactions it has prepared. Correct backups REJECT them (evidence), and replace it.
+- ``equivocate-vote`` (a participant): votes YES to some replicas and NO to the others, each
+  validly signed. It can delay its own transactions, never split them: whichever DECIDE is
+  ordered first is the outcome everywhere, and replicas seeing both votes keep them as evidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import OrderedDict, deque
+from typing import Any, Callable, Iterable
+
+from dtm_ray.crypto import Envelope, KeyRing, seal_mac, seal_signed
+from dtm_ray.errors import RemoteProtocolError
+from dtm_ray.node import Outgoing
+from dtm_ray.pbft.messages import PrePrepare, batch_digest
+from dtm_ray.txn.messages import Decide, DecisionBatch, DecisionItem, PrepareBatch, Vote, VoteBatch
+from dtm_ray.wire import decode, encode
+
+Behaviour = Callable[[str, bytes], Iterable[Outgoing]]
+
+
+def _open_own(keys: KeyRing, payload: bytes) -> Any | None:
+    try:
+        env = decode(payload, Envelope)
+        return decode(env.body) if env.sender == keys.me else None
+    except RemoteProtocolError:
+        return None
+
+
+def forge_decision(*, keys: KeyRing, config: Any, rng: random.Random) -> Behaviour:
+    def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:
+        msg = _open_own(keys, payload)
+        if isinstance(msg, DecisionBatch):
+            flipped = tuple(dataclasses.replace(i, commit=not i.commit) for i in msg.items)
+            return [(dest, seal_mac(keys, dest, DecisionBatch(flipped)))]
+        if isinstance(msg, PrepareBatch):
+            made_up = tuple(DecisionItem(i.txn_id, i.pseq, rng.random() < 0.5) for i in msg.items)
+            return [(dest, payload), (dest, seal_mac(keys, dest, DecisionBatch(made_up)))]
+        return [(dest, payload)]
+
+    return behaviour
+
+
+def forge_votes(*, keys: KeyRing, config: Any, rng: random.Random, memory: int = 64) -> Behaviour:
+    prepared: deque[str] = deque(maxlen=memory)  # transactions it sent PREPAREs for
+    forged: OrderedDict[bytes, bytes] = OrderedDict()  # original PRE-PREPARE -> forged one (same for all)
+
+    def forge(pp: PrePrepare) -> bytes | None:
+        proposals = []
+        for raw in pp.proposals:
+            try:
+                decide = decode(raw, Decide)
+                proposals.append(encode(dataclasses.replace(decide, commit=True)))
+            except RemoteProtocolError:
+                proposals.append(raw)
+        decided = {decode(p, Decide).txn_id for p in proposals}
+        extra = [encode(Decide(t, True, ())) for t in list(prepared)[-3:] if t not in decided]
+        proposals.extend(extra)
+        if tuple(proposals) == pp.proposals:
+            return None
+        fake = dataclasses.replace(pp, proposals=tuple(proposals), digest=batch_digest(pp.requests, tuple(proposals)))
+        return seal_signed(keys, fake)
+
+    def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:
+        msg = _open_own(keys, payload)
+        if isinstance(msg, PrepareBatch):
+            prepared.extend(i.txn_id for i in msg.items if i.txn_id not in prepared)
+        elif isinstance(msg, PrePrepare):
+            if payload not in forged:
+                try:
+                    forged[payload] = forge(msg) or payload
+                except RemoteProtocolError:
+                    forged[payload] = payload
+                while len(forged) > memory:
+                    forged.popitem(last=False)
+            return [(dest, forged[payload])]
+        return [(dest, payload)]
+
+    return behaviour
+
+
+def equivocate_vote(*, keys: KeyRing, config: Any, rng: random.Random) -> Behaviour:
+    replicas = list(config.replicas)
+    told_no = set(rng.sample(replicas, len(replicas) // 2))  # these replicas hear NO
+    flipped: OrderedDict[bytes, bytes] = OrderedDict()  # one re-signature per vote batch
+
+    def flip(batch: VoteBatch) -> bytes:
+        votes = tuple(Vote(v.txn_id, v.pseq, False, [], "equivocating participant") if v.yes else v
+                      for v in batch.votes)
+        return seal_signed(keys, VoteBatch(batch.participant, votes))
+
+    def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:
+        if dest not in told_no:
+            return [(dest, payload)]
+        msg = _open_own(keys, payload)
+        if not isinstance(msg, VoteBatch):
+            return [(dest, payload)]
+        if payload not in flipped:
+            flipped[payload] = flip(msg)
+            while len(flipped) > 64:
+                flipped.popitem(last=False)
+        return [(dest, flipped[payload])]
+
+    return behaviour
+
+
+TXN_CATALOGUE = {
+    "forge-decision": forge_decision,
+    "forge-votes": forge_votes,
+}
+PARTICIPANT_CATALOGUE = {
+    "equivocate-vote": equivocate_vote,
+}
