@@ -1,0 +1,134 @@
+"""The chaos actor: holds every party's spec and handle, and breaks them on the operator's request.
+
+Targets are replica indices (``2`` is ``R2``) or party names (``"db-0"``, ``"alice"``).
+
+- ``crash(t)``: Ray kills the actor and restarts it; it recovers from its own directory.
+- ``kill(t)``: killed for good (until ``restart``).
+- ``restart(t)``: a killed party is created again from its directory; a live one is killed and
+  created again.
+- ``wipe(t)``: killed and created again with an empty directory (a lost disk): a replica must
+  catch up by state transfer.
+- ``byzantine(t, behaviour)``: a catalogue name, or a cloudpickled callable, rewrites every
+  message the party sends; ``heal(t)`` removes it.
+- ``partition(*groups)``: parties in different groups cannot talk; parties in no group are
+  unaffected; ``heal_network()`` reconnects everybody.
+
+Every operation returns when it has taken effect (the re-created actor answers), so a test or a
+shell session can act on it at once.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from actors import launch
+
+
+class Chaos:
+    def __init__(self, specs: dict[str, dict], handles: dict[str, object], replicas: list[str],
+                 spread: bool) -> None:
+        self.specs = specs
+        self.handles = handles
+        self.replicas = replicas
+        self.spread = spread
+        self.dead: set[str] = set()
+        self.byzantine_parties: dict[str, str] = {}
+        self.groups: list[list[str]] = []
+
+    def party(self, target: int | str) -> str:
+        if isinstance(target, int) and not isinstance(target, bool):
+            if not 0 <= target < len(self.replicas):
+                raise ValueError(f"replica index {target} out of range 0..{len(self.replicas) - 1}")
+            return self.replicas[target]
+        if target not in self.specs:
+            raise ValueError(f"unknown party {target!r}; parties: {sorted(self.specs)}")
+        return target
+
+    # -- crashes --------------------------------------------------------------------------------
+    def crash(self, target) -> str:
+        party = self.party(target)
+        launch.crash_and_wait(self.handles[party])
+        self._reapply(party)
+        return party
+
+    def kill(self, target) -> str:
+        party = self.party(target)
+        launch.kill(self.handles[party], restart=False)
+        self.dead.add(party)
+        return party
+
+    def restart(self, target) -> str:
+        party = self.party(target)
+        self._recreate(party)
+        return party
+
+    def wipe(self, target) -> str:
+        party = self.party(target)
+        spec = self.specs[party]
+        self.specs[party] = dict(spec, epoch=spec.get("epoch", 0) + 1)
+        self._recreate(party)
+        return party
+
+    def _recreate(self, party: str) -> None:
+        launch.kill(self.handles[party], restart=False)
+        launch.wait_name_released(self.specs[party])
+        spread = self.spread and self.specs[party]["role"] in ("replica", "kv-replica")
+        self.handles[party] = launch.launch(self.specs[party], spread=spread)
+        launch.wait_alive([self.handles[party]])
+        self.dead.discard(party)
+        self._reapply(party)
+
+    def _reapply(self, party: str) -> None:
+        """A restarted process forgot the network's state: partitions live outside it."""
+        blocked = self._blocked_for(party)
+        if blocked:
+            ray.get(self.handles[party].set_blocked.remote(blocked))
+
+    # -- Byzantine behaviour --------------------------------------------------------------------
+    def byzantine(self, target, behaviour: str | bytes, seed: int = 0) -> str:
+        party = self.party(target)
+        ray.get(self.handles[party].set_byzantine.remote(behaviour, seed))
+        self.byzantine_parties[party] = behaviour if isinstance(behaviour, str) else "custom"
+        return party
+
+    def heal(self, target) -> str:
+        party = self.party(target)
+        ray.get(self.handles[party].set_byzantine.remote(None))
+        self.byzantine_parties.pop(party, None)
+        return party
+
+    # -- the network ----------------------------------------------------------------------------
+    def partition(self, *groups) -> list[list[str]]:
+        self.groups = [[self.party(t) for t in group] for group in groups]
+        self._apply_network()
+        return self.groups
+
+    def heal_network(self) -> None:
+        self.groups = []
+        self._apply_network()
+
+    def _blocked_for(self, party: str) -> list[str]:
+        mine = next((g for g in self.groups if party in g), None)
+        if mine is None:
+            return []
+        return sorted(p for g in self.groups if g is not mine for p in g)
+
+    def _apply_network(self) -> None:
+        live = [p for p in self.specs if p not in self.dead]
+        ray.get([self.handles[p].set_blocked.remote(self._blocked_for(p)) for p in live])
+
+    def adopt(self, party: str, spec: dict, handle) -> None:
+        """A party created after the chaos actor (a client): it can be crashed and restarted too."""
+        self.specs[party] = spec
+        self.handles[party] = handle
+
+    # -- observation ----------------------------------------------------------------------------
+    def plan(self) -> dict:
+        return {"dead": sorted(self.dead), "byzantine": dict(self.byzantine_parties),
+                "partition": self.groups}
+
+    def handle(self, party: str):
+        return self.handles[party]
+
+    def is_dead(self, party: str) -> bool:
+        return party in self.dead

@@ -1,0 +1,210 @@
+"""The generic actor host: runs one sans-I/O core inside an async Ray actor.
+
+What it does, and nothing more:
+
+- **Deliver.** ``deliver(sender, payloads)`` hands each payload to ``core.receive`` and wakes the
+  loop. Deliveries are only *input*: a duplicate delivery (Ray may retry a call) is a duplicate
+  message, which every core already tolerates.
+- **Loop.** One background task ticks the core from the monotonic clock and runs the shared
+  ``dtm_ray.node.drive`` turn (send-now, one synced write batch, send-after-persist), waking early
+  when a delivery arrived. Deliveries queued meanwhile are absorbed into the same turn: that is
+  group commit (one fsync for many messages).
+- **Coalesce.** Outgoing messages are buffered per destination and leave as ONE actor call per
+  destination per turn. At most ``MAX_INFLIGHT`` calls per destination are in flight; while a
+  destination is slow its messages accumulate and leave together (batching under load, bounded
+  memory: beyond ``MAX_BUFFERED`` the oldest are dropped, as a network would).
+- **Faults the operator injects.** An optional Byzantine transformer
+  ``fn(dest, payload) -> iterable of (dest, payload)`` rewrites every outgoing message, and a
+  ``blocked`` set of parties models a partition (nothing sent to them, nothing accepted from them).
+- **Count.** Calls, messages and bytes in and out, fsyncs, core outputs by type.
+
+Peers are found by their actor name (``names.actor_name``); a handle is dropped and looked up
+again when a call to it fails, so a peer re-created by chaos is found again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any, Callable
+
+import ray
+
+from dtm_ray.node import Node, drive
+from actors import names
+
+MAX_INFLIGHT = 2
+MAX_BUFFERED = 20_000
+
+Transformer = Callable[[str, bytes], Any]
+
+
+class Host:
+    """Owns the core, its storage and the outgoing buffers of one party."""
+
+    def __init__(self, party: str, namespace: str, core: Node, storage: Any, tick_ms: int,
+                 on_outputs: Callable[[list[Any]], None] | None = None) -> None:
+        self.party = party
+        self.namespace = namespace
+        self.core = core
+        self.storage = storage
+        self.tick_ms = tick_ms
+        self.on_outputs = on_outputs or (lambda outputs: None)
+        self.transformer: Transformer | None = None
+        self.blocked: set[str] = set()
+        self._buffers: dict[str, list[bytes]] = collections.defaultdict(list)
+        self._inflight: collections.Counter = collections.Counter()
+        self._handles: dict[str, Any] = {}
+        self._wake = asyncio.Event()
+        self._clock0 = time.monotonic()
+        self.counters: collections.Counter = collections.Counter()
+        self._loop_task = asyncio.get_event_loop().create_task(self._run())
+
+    # -- input ----------------------------------------------------------------------------------
+    def deliver(self, sender: str, payloads: list[bytes]) -> None:
+        if sender in self.blocked:
+            self.counters["dropped_partition_in"] += len(payloads)
+            return
+        self.counters["calls_in"] += 1
+        for payload in payloads:
+            if not isinstance(payload, bytes):
+                self.counters["rejected_non_bytes"] += 1
+                continue
+            self.counters["messages_in"] += 1
+            self.counters["bytes_in"] += len(payload)
+            self.core.receive(sender, payload)
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def now_ms(self) -> int:
+        return int((time.monotonic() - self._clock0) * 1000)
+
+    # -- the loop -------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.tick_ms / 1000)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                self.turn()
+            except Exception as exc:  # a bug in a core must be visible, not kill the loop silently
+                self.counters["loop_errors"] += 1
+                self.last_error = repr(exc)
+                from loguru import logger
+
+                logger.opt(exception=exc).error("{} host turn failed", self.party)
+                await asyncio.sleep(self.tick_ms / 1000)
+
+    def turn(self) -> None:
+        """Tick the core, then drive it until it has nothing more to do this instant."""
+        self.core.tick(self.now_ms())
+        for _ in range(8):  # applying outputs may produce more work; bounded, the next turn resumes
+            synced = getattr(self.storage, "synced_writes", 0)
+            outputs = drive(self.core, self.storage, self._enqueue)
+            self.counters["fsyncs"] += getattr(self.storage, "synced_writes", 0) - synced
+            if outputs:
+                for item in outputs:
+                    self.counters["out:" + type(item).__name__] += 1
+                self.on_outputs(outputs)
+            if not outputs and synced == getattr(self.storage, "synced_writes", 0):
+                break
+        self._flush()
+
+    # -- output ---------------------------------------------------------------------------------
+    def _enqueue(self, messages: list[tuple[str, bytes]]) -> None:
+        for dest, payload in messages:
+            if self.transformer is None:
+                self._buffer(dest, payload)
+                continue
+            try:
+                rewritten = list(self.transformer(dest, payload))
+            except Exception:
+                self.counters["transformer_errors"] += 1
+                continue
+            for d, p in rewritten:
+                if isinstance(d, str) and isinstance(p, bytes):
+                    self._buffer(d, p)
+
+    def _buffer(self, dest: str, payload: bytes) -> None:
+        if dest in self.blocked:
+            self.counters["dropped_partition_out"] += 1
+            return
+        if dest == self.party:  # a core addressing itself (e.g. a primary's own vote)
+            self.core.receive(self.party, payload)
+            self._wake.set()
+            return
+        buf = self._buffers[dest]
+        buf.append(payload)
+        if len(buf) > MAX_BUFFERED:
+            del buf[: len(buf) - MAX_BUFFERED]
+            self.counters["dropped_overflow"] += 1
+
+    def _flush(self) -> None:
+        for dest in list(self._buffers):
+            if self._inflight[dest] >= MAX_INFLIGHT:
+                continue
+            batch = self._buffers.pop(dest)
+            if not batch:
+                continue
+            handle = self._handle(dest)
+            if handle is None:
+                self.counters["dropped_no_peer"] += len(batch)
+                continue
+            self.counters["calls_out"] += 1
+            self.counters["messages_out"] += len(batch)
+            self.counters["bytes_out"] += sum(len(p) for p in batch)
+            self._inflight[dest] += 1
+            ref = handle.deliver.remote(self.party, batch)
+            asyncio.get_event_loop().create_task(self._settle(dest, ref, batch))
+
+    async def _settle(self, dest: str, ref: Any, batch: list[bytes]) -> None:
+        try:
+            try:
+                await ref
+            except Exception:
+                # The peer is dead, restarting, or was re-created under its name (our handle is
+                # stale): look it up again and try once more; the protocol retransmits the rest.
+                self.counters["calls_failed"] += 1
+                self._handles.pop(dest, None)
+                handle = self._handle(dest)
+                if handle is not None and dest not in self.blocked:
+                    self.counters["calls_retried"] += 1
+                    try:
+                        await handle.deliver.remote(self.party, batch)
+                    except Exception:
+                        self._handles.pop(dest, None)
+        finally:
+            self._inflight[dest] -= 1
+            if self._buffers.get(dest):
+                self._wake.set()
+
+    def _handle(self, dest: str) -> Any:
+        handle = self._handles.get(dest)
+        if handle is None:
+            try:
+                handle = ray.get_actor(names.actor_name(dest), namespace=self.namespace)
+            except ValueError:
+                return None
+            self._handles[dest] = handle
+        return handle
+
+    # -- operator controls ----------------------------------------------------------------------
+    def set_transformer(self, fn: Transformer | None) -> None:
+        self.transformer = fn
+
+    def set_blocked(self, parties: list[str]) -> None:
+        self.blocked = set(parties)
+        for p in self.blocked:
+            self._buffers.pop(p, None)
+
+    def stats(self) -> dict:
+        out = dict(self.counters)
+        out["byzantine"] = self.transformer is not None
+        out["blocked"] = sorted(self.blocked)
+        out["buffered"] = sum(len(b) for b in self._buffers.values())
+        return out

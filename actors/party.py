@@ -1,0 +1,117 @@
+"""The one actor class every party runs in: a thin shell around ``Host`` and a core.
+
+Ray reruns ``__init__`` with the same spec on a restart (``max_restarts``): the core is rebuilt
+from the party's RocksDB directory, so a restart is a crash-recovery, not a fresh start. Every
+method is safe to run twice (Ray may retry): deliveries are just messages, and the operator
+controls set state rather than toggle it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from typing import Any
+
+import cloudpickle
+
+from actors.host import Host
+from actors.roles import build_core, open_storage
+from dtm_ray import logs
+
+
+class PartyActor:
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        self.incarnation = secrets.token_hex(6)  # tells a restarted process from the old one
+        self.party = spec["party"]
+        self.role = spec["role"]
+        self.log = logs.setup(spec)
+        self.storage = open_storage(spec)
+        self.core = build_core(spec, self.storage)
+        self.host = Host(self.party, spec["namespace"], self.core, self.storage,
+                         spec["config"]["tick_ms"], self.on_outputs)
+        self.byzantine: str | None = None
+        self.log.info("started ({}) from {}", self.role, spec["path"])
+
+    # -- the transport --------------------------------------------------------------------------
+    async def deliver(self, sender: str, payloads: list[bytes]) -> None:
+        self.host.deliver(sender, payloads)
+
+    def on_outputs(self, outputs: list[Any]) -> None:
+        for item in outputs:
+            logs.output(self.log, item)
+
+    # -- observation ----------------------------------------------------------------------------
+    async def ping(self) -> str:
+        return self.incarnation
+
+    async def status(self) -> dict:
+        core_status = self.core.status() if hasattr(self.core, "status") else {}
+        return {"id": self.party, "role": self.role, **core_status, "alive": True,
+                "byzantine": self.byzantine, "host": self.host.stats(), "storage": self.storage.stats()}
+
+    # -- operator controls (chaos) --------------------------------------------------------------
+    async def set_byzantine(self, behaviour: str | bytes | None, seed: int = 0) -> None:
+        """``None`` heals; a name picks from ``dtm_ray.faults.CATALOGUE``; bytes are a callable the
+        operator shipped with cloudpickle (operator code, never message content)."""
+        if behaviour is None:
+            self.host.set_transformer(None)
+            self.byzantine = None
+        elif isinstance(behaviour, str):
+            from dtm_ray.config import ClusterConfig
+            from dtm_ray.crypto import KeyRing
+            from dtm_ray.faults import make_behaviour
+
+            cfg = ClusterConfig.from_dict(self.spec["config"])
+            fn = make_behaviour(behaviour, keys=KeyRing.from_dict(self.spec["keys"]),
+                                config=cfg.pbft_config(), rng=random.Random(seed))
+            self.host.set_transformer(fn)
+            self.byzantine = behaviour
+        else:
+            self.host.set_transformer(cloudpickle.loads(behaviour))
+            self.byzantine = "custom"
+        self.log.warning("byzantine behaviour set to {}", self.byzantine)
+
+    async def set_blocked(self, parties: list[str]) -> None:
+        self.host.set_blocked(parties)
+
+    # -- toy core (host tests) ------------------------------------------------------------------
+    async def toy_send(self, dest: str, count: int) -> None:
+        for i in range(count):
+            self.core.send(dest, i)
+        self.host.wake()
+
+    async def toy_pongs(self) -> int:
+        return self.host.counters["out:tuple"]
+
+
+class ParticipantActor(PartyActor):
+    async def state(self) -> Any:
+        return self.core.state()
+
+
+class ClientActor(PartyActor):
+    """A client party: ``submit`` returns the result the core accepted on f+1 matching replies."""
+
+    def __init__(self, spec: dict) -> None:
+        self._waiting: dict[int, asyncio.Future] = {}
+        super().__init__(spec)
+
+    async def submit(self, operation: Any, timeout_s: float) -> Any:
+        request_id = self.core.submit(operation)
+        future = asyncio.get_event_loop().create_future()
+        self._waiting[request_id] = future
+        self.host.wake()
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        finally:
+            self._waiting.pop(request_id, None)
+
+    def on_outputs(self, outputs: list[Any]) -> None:
+        super().on_outputs(outputs)
+        for item in outputs:
+            request_id = getattr(item, "request_id", None)
+            future = self._waiting.get(request_id)
+            if future is not None and not future.done():
+                future.set_result(item)

@@ -1,0 +1,336 @@
+"""The public facade: ``dtm_ray.start(cfg)`` builds a cluster of Ray actors and hands back a
+``Cluster`` (a context manager) to submit transactions, look at state and inject faults.
+
+What ``start`` does:
+1. joins Ray (``cfg.address``) or starts a loopback-only local Ray without the dashboard, unless
+   this process is already connected;
+2. opens ``cfg.data_dir`` (a temporary directory when unset): its key file is created on the first
+   start and reused afterwards, so a ``start`` on an existing directory *recovers* the cluster
+   (every actor rebuilds from its RocksDB directory ``data_dir/<party>``);
+3. creates one named actor per replica, participant and client (``num_cpus=0``, restarted by Ray
+   when they crash) and the chaos actor, and waits until all answer.
+
+Each actor receives only its own key ring. Ray is imported here, never by ``import dtm_ray``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import tempfile
+import threading
+from typing import Any, Iterable
+
+import msgpack
+
+from dtm_ray.config import ClusterConfig
+from dtm_ray.errors import ConfigError, LocalError
+
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_IGNORE_UNHANDLED_ERRORS": "1",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+KEY_FILE = "cluster-keys.msgpack"
+
+
+class SubmitTimeout(LocalError, TimeoutError):
+    """No result accepted within ``submit_timeout_s`` (the cluster may be stalled or too faulty)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting
+
+
+def start(cfg: ClusterConfig | None = None, **overrides: Any) -> "Cluster":
+    """Start (or recover, on an existing ``data_dir``) a cluster; use as ``with start(cfg) as c``.
+    Keyword arguments override fields of ``cfg``."""
+    cfg = cfg or ClusterConfig()
+    return start_with_roles(cfg.replace(**overrides) if overrides else cfg)
+
+
+def start_with_roles(cfg: ClusterConfig, roles: dict[str, str] | None = None) -> "Cluster":
+    """``start`` with other cores in the replica and client actors (``{"replica": "kv-replica",
+    "client": "kv-client"}``: the PBFT core alone over a toy key-value store, for its own tests)."""
+    if os.environ.get("DTM_RAY_FORBID_START"):
+        raise RuntimeError(f"{os.environ['DTM_RAY_FORBID_START']} starts a cluster but is not marked "
+                           "@pytest.mark.ray")
+    owns_ray = _ensure_ray(cfg)
+    data_dir = cfg.data_dir or tempfile.mkdtemp(prefix="dtm-ray-data-")
+    os.makedirs(data_dir, exist_ok=True)
+    keyrings = _load_or_create_keys(cfg, data_dir)
+    cluster = Cluster(cfg, data_dir, keyrings, owns_ray, roles)
+    try:
+        cluster._launch()
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return cluster
+
+
+def _ensure_ray(cfg: ClusterConfig) -> bool:
+    """Connect to Ray; True if this call started a local Ray (then ``shutdown`` stops it)."""
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if cfg.address is not None:
+        ray.init(address=cfg.address, log_to_driver=False)
+        return False
+    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             _temp_dir=tempfile.mkdtemp(prefix="dtmray-"), configure_logging=False)
+    return True
+
+
+def _load_or_create_keys(cfg: ClusterConfig, data_dir: str) -> dict[str, dict]:
+    """Every party's key ring, persisted (0600) in ``data_dir`` so that a restart verifies the
+    signatures its own log holds. A directory made for other parties is refused."""
+    from dtm_ray.crypto import generate_keys
+
+    path = os.path.join(data_dir, KEY_FILE)
+    if os.path.exists(path):
+        with open(path, "rb") as fh:
+            stored = msgpack.unpackb(fh.read(), raw=False)
+        if sorted(stored) != sorted(cfg.parties):
+            raise ConfigError(f"data_dir {data_dir!r} holds a cluster of parties {sorted(stored)}, "
+                              f"not {sorted(cfg.parties)}: use another data_dir or the same "
+                              "replicas, participants and clients")
+        return stored
+    rings = {p: k.to_dict() for p, k in generate_keys(cfg.parties, cfg.key_seed).items()}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(msgpack.packb(rings, use_bin_type=True))
+    return rings
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster
+
+
+class Cluster:
+    """A running cluster. ``client(name)``, ``participant_state(name)``, ``status()``,
+    ``chaos``, ``shutdown()``; a context manager that shuts down on exit."""
+
+    def __init__(self, cfg: ClusterConfig, data_dir: str, keyrings: dict[str, dict], owns_ray: bool,
+                 roles: dict[str, str] | None = None) -> None:
+        self.config = cfg
+        self.data_dir = data_dir
+        self.namespace = "dtm-" + secrets.token_hex(4)
+        self._keyrings = keyrings
+        self._owns_ray = owns_ray
+        self._roles = roles or {"replica": "replica", "client": "client"}
+        self._specs: dict[str, dict] = {}
+        self._handles: dict[str, Any] = {}
+        self._clients: dict[str, Client] = {}
+        self._chaos_actor = None
+        self.chaos: ChaosControl | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        atexit.register(self.shutdown)
+
+    # -- building -------------------------------------------------------------------------------
+    def spec(self, party: str, role: str) -> dict:
+        return {"party": party, "role": role, "namespace": self.namespace,
+                "config": self.config.to_dict(), "keys": self._keyrings[party],
+                "path": os.path.join(self.data_dir, party), "epoch": 0}
+
+    def _launch(self) -> None:
+        import ray
+
+        from actors import launch
+        from actors.chaos import Chaos
+
+        spread = self.config.placement == "spread"
+        for party in self.config.replicas:
+            self._start_party(self.spec(party, self._roles["replica"]), spread=spread)
+        for party in self.config.participants:
+            self._start_party(self.spec(party, "participant"))
+        launch.wait_alive(list(self._handles.values()))
+        chaos_cls = ray.remote(Chaos).options(name=f"dtm-chaos", namespace=self.namespace, num_cpus=0)
+        self._chaos_actor = chaos_cls.remote(self._specs, self._handles, list(self.config.replicas), spread)
+        self.chaos = ChaosControl(self._chaos_actor, self)
+
+    def _start_party(self, spec: dict, *, spread: bool = False) -> Any:
+        from actors import launch
+
+        self._specs[spec["party"]] = spec
+        handle = self._handles[spec["party"]] = launch.launch(spec, spread=spread)
+        return handle
+
+    # -- the public API -------------------------------------------------------------------------
+    def client(self, name: str) -> "Client":
+        """The client ``name`` (one of ``config.clients``), its actor created on first use."""
+        with self._lock:
+            if name in self._clients:
+                return self._clients[name]
+            if name not in self.config.clients:
+                raise ConfigError(f"unknown client {name!r}: clients are {list(self.config.clients)} "
+                                  "(ClusterConfig.clients)")
+            from actors import launch
+
+            handle = self._start_party(self.spec(name, self._roles["client"]))
+            launch.wait_alive([handle])
+            self._register_client(name, handle)
+            client = self._clients[name] = Client(name, handle, self.config.submit_timeout_s)
+            return client
+
+    def _register_client(self, name: str, handle: Any) -> None:
+        """The chaos actor learns about clients created after it (they can be crashed too)."""
+        import ray
+
+        ray.get(self._chaos_actor.adopt.remote(name, self._specs[name], handle))
+
+    def participant_state(self, name: str) -> Any:
+        import ray
+
+        if name not in self.config.participants:
+            raise ConfigError(f"unknown participant {name!r}: participants are {list(self.config.participants)}")
+        return ray.get(self._current_handle(name).state.remote(), timeout=30)
+
+    def status(self, timeout_s: float = 5.0) -> dict:
+        """A plain, JSON-serialisable picture of every party (``alive: False`` if it did not answer)."""
+        import ray
+
+        parties = [*self.config.replicas, *self.config.participants, *self._clients]
+        refs = {p: self._current_handle(p).status.remote() for p in parties}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        ready = set(ready)
+        out = {}
+        for party, ref in refs.items():
+            try:
+                out[party] = _plain(ray.get(ref)) if ref in ready else {"id": party, "alive": False}
+            except Exception as exc:
+                out[party] = {"id": party, "alive": False, "error": type(exc).__name__}
+        return {
+            "replicas": [out[p] for p in self.config.replicas],
+            "participants": {p: out[p] for p in self.config.participants},
+            "clients": {p: out[p] for p in self._clients},
+            "chaos": ray.get(self._chaos_actor.plan.remote()) if self._chaos_actor else {},
+            "data_dir": self.data_dir,
+        }
+
+    def _current_handle(self, party: str) -> Any:
+        """Chaos may have re-created the actor: look it up by name."""
+        import ray
+
+        from actors.names import actor_name
+
+        try:
+            return ray.get_actor(actor_name(party), namespace=self.namespace)
+        except ValueError:
+            return self._handles[party]
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        import ray
+
+        from actors.names import actor_name
+
+        if ray.is_initialized():
+            for party in list(self._specs):
+                try:
+                    ray.kill(ray.get_actor(actor_name(party), namespace=self.namespace), no_restart=True)
+                except Exception:
+                    pass
+            if self._chaos_actor is not None:
+                ray.kill(self._chaos_actor, no_restart=True)
+            if self._owns_ray:
+                ray.shutdown()
+        atexit.unregister(self.shutdown)
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly: bytes as hex, tuples as lists, dataclasses/sets handled."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+class Client:
+    """One client party. ``submit`` blocks until f+1 replicas agree on the result; use one
+    ``Client`` per thread (a client has one request outstanding at a time)."""
+
+    def __init__(self, name: str, handle: Any, timeout_s: float) -> None:
+        self.name = name
+        self._handle = handle
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+
+    def submit(self, ops: Iterable[Any] | Any, timeout_s: float | None = None) -> Any:
+        import ray
+
+        timeout = timeout_s or self._timeout_s
+        operation = list(ops) if isinstance(ops, (list, tuple)) else ops
+        with self._lock:
+            try:
+                return ray.get(self._handle.submit.remote(operation, timeout), timeout=timeout + 5)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayTaskError) as exc:
+                if isinstance(exc, ray.exceptions.GetTimeoutError) or "TimeoutError" in str(exc):
+                    raise SubmitTimeout(f"{self.name}: no result accepted within {timeout} s") from None
+                raise
+
+
+class ChaosControl:
+    """``cluster.chaos``: the chaos actor's operations, blocking until each has taken effect."""
+
+    def __init__(self, actor: Any, cluster: Cluster) -> None:
+        self._actor = actor
+        self._cluster = cluster
+
+    def _call(self, method: str, *args: Any) -> Any:
+        import ray
+
+        return ray.get(getattr(self._actor, method).remote(*args), timeout=120)
+
+    def crash(self, target: int | str) -> str:
+        return self._call("crash", target)
+
+    def kill(self, target: int | str) -> str:
+        return self._call("kill", target)
+
+    def restart(self, target: int | str) -> str:
+        return self._call("restart", target)
+
+    def wipe(self, target: int | str) -> str:
+        return self._call("wipe", target)
+
+    def byzantine(self, target: int | str, behaviour: Any, seed: int = 0) -> str:
+        """``behaviour``: a catalogue name, or a callable ``fn(dest, payload) -> [(dest, payload)]``
+        shipped with cloudpickle (operator code; never message content)."""
+        if callable(behaviour):
+            import cloudpickle
+
+            behaviour = cloudpickle.dumps(behaviour)
+        elif not isinstance(behaviour, str):
+            raise ConfigError(f"behaviour must be a catalogue name or a callable, got {type(behaviour).__name__}")
+        return self._call("byzantine", target, behaviour, seed)
+
+    def heal(self, target: int | str) -> str:
+        return self._call("heal", target)
+
+    def partition(self, *groups: Iterable[int | str]) -> list[list[str]]:
+        return self._call("partition", *[list(g) for g in groups])
+
+    def heal_network(self) -> None:
+        return self._call("heal_network")
+
+    def plan(self) -> dict:
+        return self._call("plan")
+
+
+def connect(*args: Any, **kwargs: Any) -> Cluster:
+    raise NotImplementedError("connect (attach to a cluster started by another driver) is not built yet")

@@ -1,0 +1,91 @@
+"""Logging for the actors (loguru): who said it, in which view, at which sequence number.
+
+Every line carries ``role``, ``id`` (the party), ``view`` and ``seq`` (``-`` where they mean
+nothing). Sinks, per process (one actor = one process):
+
+- human-readable lines on stderr at ``log_level`` (Ray copies them to its worker logs, and to the
+  driver's terminal when ``log_to_driver`` is on);
+- with ``log_json``, every line as JSON to ``<data_dir>/logs/<party>.jsonl``;
+- always, the **audit trail**: records bound with ``txn=<id>`` go to
+  ``<data_dir>/logs/audit-<party>.jsonl``, so ``audit(log_dir, txn_id)`` (``dtm-ray audit``) can
+  put one transaction's life back together across all actors, in time order.
+
+This module is imported by actors only; the pure cores never log (they report outputs).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from typing import Any
+
+from loguru import logger
+
+HUMAN = ("<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+         "<cyan>{extra[role]}:{extra[id]}</cyan> v={extra[view]} s={extra[seq]} | {message}")
+
+
+def log_dir(data_dir: str) -> str:
+    return os.path.join(data_dir, "logs")
+
+
+def setup(spec: dict):
+    """Configure this process's sinks for the party in ``spec``; returns its bound logger."""
+    cfg = spec["config"]
+    party, role = spec["party"], spec["role"]
+    logger.remove()
+    logger.configure(extra={"role": role, "id": party, "view": "-", "seq": "-"})
+    logger.add(sys.stderr, level=cfg["log_level"], format=HUMAN, colorize=False)
+    directory = log_dir(os.path.dirname(spec["path"]))
+    os.makedirs(directory, exist_ok=True)
+    if cfg["log_json"]:
+        logger.add(os.path.join(directory, f"{party}.jsonl"), level=cfg["log_level"], serialize=True)
+    logger.add(os.path.join(directory, f"audit-{party}.jsonl"), level="TRACE", serialize=True,
+               filter=lambda record: "txn" in record["extra"])
+    return logger.bind(role=role, id=party)
+
+
+def output(log, item: Any) -> None:
+    """Log one output a core reported (an event, a result), audit-tagged when it names a txn."""
+    name = type(item).__name__
+    view = getattr(item, "view", "-")
+    seq = getattr(item, "seq", "-")
+    bound = log.bind(view=view, seq=seq)
+    txn = getattr(item, "txn_id", None)
+    if txn is not None:
+        bound.bind(txn=str(txn)).info("{} {}", name, _short(item))
+        return
+    if name in ("Evidence", "Rejected"):
+        bound.warning("{} {}", name, _short(item))
+    elif name in ("ViewChanged", "StateTransferred", "CheckpointStable"):
+        bound.info("{} {}", name, _short(item))
+    elif name == "Executed":
+        for client, request_id in getattr(item, "requests", ()):
+            bound.bind(txn=f"{client}:{request_id}").debug("executed at seq {}", seq)
+        bound.debug("{} {}", name, _short(item))
+    else:
+        bound.debug("{} {}", name, _short(item))
+
+
+def _short(item: Any) -> str:
+    text = repr(item)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def audit(directory: str, txn_id: str) -> list[dict]:
+    """Every audit record about ``txn_id`` in ``directory``, from all parties, in time order."""
+    records = []
+    for path in glob.glob(os.path.join(directory, "audit-*.jsonl")):
+        with open(path) as fh:
+            for line in fh:
+                try:
+                    rec = json.loads(line)["record"]
+                except (ValueError, KeyError):
+                    continue  # a line cut by a crash
+                if rec["extra"].get("txn") == txn_id:
+                    records.append({"time": rec["time"]["timestamp"], "party": rec["extra"].get("id"),
+                                    "role": rec["extra"].get("role"), "view": rec["extra"].get("view"),
+                                    "seq": rec["extra"].get("seq"), "message": rec["message"]})
+    return sorted(records, key=lambda r: r["time"])
