@@ -16,7 +16,7 @@ from typing import Any
 import cloudpickle
 
 from actors.host import Host
-from actors.roles import build_core, open_storage
+from actors.roles import NEXT_REQUEST_KEY, build_core, open_storage
 from dtm_ray import logs
 
 
@@ -95,23 +95,26 @@ class ClientActor(PartyActor):
     """A client party: ``submit`` returns the result the core accepted on f+1 matching replies."""
 
     def __init__(self, spec: dict) -> None:
-        self._waiting: dict[int, asyncio.Future] = {}
+        self._waiting: dict[Any, asyncio.Future] = {}
         super().__init__(spec)
 
     async def submit(self, operation: Any, timeout_s: float) -> Any:
         request_id = self.core.submit(operation)
+        # persisted before the request can leave (the host sends on its next turn)
+        self.storage.write([(NEXT_REQUEST_KEY, str(request_id + 1).encode())])
+        key = self.core.txn_id(request_id) if hasattr(self.core, "txn_id") else request_id
         future = asyncio.get_event_loop().create_future()
-        self._waiting[request_id] = future
+        self._waiting[key] = future
         self.host.wake()
         try:
             return await asyncio.wait_for(future, timeout_s)
         finally:
-            self._waiting.pop(request_id, None)
+            self._waiting.pop(key, None)
 
     def on_outputs(self, outputs: list[Any]) -> None:
         super().on_outputs(outputs)
         for item in outputs:
-            request_id = getattr(item, "request_id", None)
-            future = self._waiting.get(request_id)
+            key = getattr(item, "txn_id", None) or getattr(item, "request_id", None)
+            future = self._waiting.get(key)
             if future is not None and not future.done():
                 future.set_result(item)

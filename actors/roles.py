@@ -31,6 +31,16 @@ def open_storage(spec: dict) -> RocksStorage:
     return RocksStorage(os.path.join(path, "db"))
 
 
+NEXT_REQUEST_KEY = b"client/next_request_id"
+
+
+def next_request_id(storage: RocksStorage) -> int:
+    """Request ids must keep increasing across restarts (replicas treat a lower one as a replay),
+    so the client actor persists the next one before a request leaves."""
+    raw = storage.get(NEXT_REQUEST_KEY)
+    return int(raw) if raw else 1
+
+
 def build_core(spec: dict, storage: RocksStorage) -> Any:
     role, party = spec["role"], spec["party"]
     cfg = ClusterConfig.from_dict(spec["config"])
@@ -52,11 +62,11 @@ def build_core(spec: dict, storage: RocksStorage) -> Any:
     if role == "client":
         from dtm_ray.txn.client import TxnClient
 
-        return TxnClient(party, cfg.pbft_config(), keys)
+        return TxnClient(party, cfg.pbft_config(), keys, next_request_id(storage))
     if role == "kv-client":
         from dtm_ray.pbft.client import ClientCore
 
-        return ClientCore(party, cfg.pbft_config(), keys)
+        return ClientCore(party, cfg.pbft_config(), keys, next_request_id(storage))
     if role == "toy":
         from actors.toy import ToyCore
 

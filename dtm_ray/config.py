@@ -53,9 +53,10 @@ class ClusterConfig:
     auth_scheme: str = "ed25519"
     # -- transactions -----------------------------------------------------------------------------
     vote_timeout_ms: int = 2000  # a participant that has not voted by then: the txn aborts
-    resend_ms: int = 300  # how often decisions/prepares are resent until acknowledged
+    resend_ms: int = 200  # how often decisions/prepares are resent until acknowledged
     max_ops: int = 64  # operations in one transaction
-    policies: Mapping[str, Any] = field(default_factory=dict)  # client -> permitted participants/ops
+    # client -> {"participants": [names] | None, "ops": [op kinds] | None}; absent: unrestricted
+    policies: Mapping[str, Any] = field(default_factory=dict)
     # -- host loop --------------------------------------------------------------------------------
     tick_ms: int = 10  # how often an actor ticks its core and flushes
     submit_timeout_s: float = 30.0  # Client.submit gives up (raises) after this
@@ -101,9 +102,15 @@ class ClusterConfig:
     def txn_config(self):
         from dtm_ray.txn.config import TxnConfig
 
+        from dtm_ray.txn.config import ClientPolicy
+
+        policies = {client: ClientPolicy(
+            participants=frozenset(p["participants"]) if p.get("participants") is not None else None,
+            ops=frozenset(p["ops"]) if p.get("ops") is not None else None)
+            for client, p in self.policies.items()}
         return TxnConfig(replicas=self.replicas, f=self.f, participants=dict(self.participants),
                          vote_timeout_ms=self.vote_timeout_ms, resend_ms=self.resend_ms,
-                         max_ops=self.max_ops, policies=dict(self.policies))
+                         max_ops=self.max_ops, policies=policies or None)
 
     def replace(self, **changes: Any) -> "ClusterConfig":
         return dataclasses.replace(self, **changes)
@@ -194,9 +201,20 @@ def _validate(c: ClusterConfig) -> None:
             raise ConfigError(f"{name} must be a non-empty string or None, got {v!r}")
     if c.key_seed is not None:
         _check_int(c, "key_seed", minimum=0)
+    _check_policies(c)
+
+
+def _check_policies(c: ClusterConfig) -> None:
     unknown_policy = sorted(set(c.policies) - set(c.clients))
     if unknown_policy:
         raise ConfigError(f"policies name unknown client(s) {unknown_policy}; clients: {list(c.clients)}")
+    for client, policy in c.policies.items():
+        if not isinstance(policy, Mapping) or set(policy) - {"participants", "ops"}:
+            raise ConfigError(f"policies[{client!r}] must be a mapping with keys 'participants' and/or 'ops', "
+                              f"got {policy!r}")
+        unknown = sorted(set(policy.get("participants") or ()) - set(c.participants))
+        if unknown:
+            raise ConfigError(f"policies[{client!r}] names unknown participant(s) {unknown}")
 
 
 def _check_int(c: ClusterConfig, name: str, *, minimum: int) -> None:

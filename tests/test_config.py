@@ -45,12 +45,22 @@ def test_pbft_config_carries_the_parameters():
     ({"submit_timeout_s": 0}, ["submit_timeout_s"]),
     ({"data_dir": ""}, ["data_dir"]),
     ({"policies": {"mallory": {}}}, ["mallory", "unknown client"]),
+    ({"policies": {"alice": {"participants": ["nope"]}}}, ["alice", "nope"]),
+    ({"policies": {"alice": {"tables": []}}}, ["alice", "'participants'"]),
 ])
 def test_each_invalid_value_names_the_parameter(changes, names):
     with pytest.raises(ConfigError) as err:
         ClusterConfig(**changes)
     for name in names:
         assert name in str(err.value)
+
+
+def test_txn_config_carries_participants_and_policies():
+    txn = ClusterConfig(vote_timeout_ms=900, policies={"alice": {"participants": ["db-0"], "ops": ["get"]}}
+                        ).txn_config()
+    assert txn.vote_timeout_ms == 900 and txn.participants["mq-0"] == "queue"
+    assert txn.policies["alice"].refusal("db-1", "get") is not None
+    assert txn.policies["alice"].refusal("db-0", "get") is None
 
 
 def test_log_level_is_case_insensitive():
