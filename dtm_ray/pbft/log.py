@@ -29,6 +29,7 @@ class Slot:
     proof_view: int = -1
     my_prepare: bytes | None = None
     my_commit: bytes | None = None
+    helped: dict[str, int] = field(default_factory=dict)  # peer -> when we last resent it our votes
 
     def accept(self, pp: PrePrepare, payload: bytes) -> None:
         self.pp, self.pp_payload, self.held = pp, payload, None

@@ -99,7 +99,8 @@ class Replica:
         self.state_target = 0  # want a verified stable state with seq >= this (0: none)
         self.now = 0
         self.last_retransmit = 0
-        self.last_served: dict[str, int] = {}  # replica -> when we last sent it state or checkpoints
+        self.last_served: dict[str, int] = {}  # replica -> when we last sent it our state
+        self.last_hinted: dict[str, int] = {}  # replica -> when we last told it our stable checkpoint
         self._resume: int | None = None  # after a restart: the view change to redo on first tick
 
         self.evidence_counts: Counter[str] = Counter()
@@ -413,6 +414,11 @@ class Replica:
         return False
 
     def _help_lagging(self, peer: str, slot: Slot) -> None:
+        """Resend our messages of ``slot`` to ``peer``, at most once per retransmit interval (a
+        helped peer's duplicate must not make it help us back, forever)."""
+        if self.now - slot.helped.get(peer, -self.retransmit_ms) < self.retransmit_ms:
+            return
+        slot.helped[peer] = self.now
         for payload in (slot.pp_payload if self.is_primary else None, slot.my_prepare, slot.my_commit):
             if payload is not None:
                 self._out.send(peer, payload, after_persist=False)
@@ -429,8 +435,8 @@ class Replica:
             if len(ahead) >= quorum.weak(self.config.f):
                 self._start_view_change(ahead[quorum.weak(self.config.f) - 1])
         if seq <= self.log.low and self.stable.seq in self.my_checkpoints and \
-                self.now - self.last_served.get(sender, -self.retransmit_ms) >= self.retransmit_ms:
-            self.last_served[sender] = self.now
+                self.now - self.last_hinted.get(sender, -self.retransmit_ms) >= self.retransmit_ms:
+            self.last_hinted[sender] = self.now
             self._out.send(sender, self.my_checkpoints[self.stable.seq][2], after_persist=False)
 
     def _check_prepared(self, slot: Slot) -> None:
