@@ -9,6 +9,8 @@ controls set state rather than toggle it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 import random
 import secrets
 from typing import Any
@@ -110,6 +112,41 @@ class ClientActor(PartyActor):
             return await asyncio.wait_for(future, timeout_s)
         finally:
             self._waiting.pop(key, None)
+
+    async def run_load(self, workload: str, *, count: int | None = None, duration_s: float | None = None,
+                       seed: int = 0, timeout_s: float = 10.0, params: dict | None = None) -> list[dict]:
+        """Submit transactions back to back (one outstanding, the client rule) and record each."""
+        from actors import loadgen
+
+        params = params or {}
+        rng = random.Random(seed)
+        deadline = time.monotonic() + duration_s if duration_s is not None else None
+        records, n = [], 0
+        while (count is None or n < count) and (deadline is None or time.monotonic() < deadline):
+            if workload == "bank":
+                kind, ops = loadgen.bank_step(rng, [tuple(a) for a in params["accounts"]],
+                                              params.get("read_share", 0.1))
+            elif workload == "list-append":
+                kind, ops = "txn", loadgen.list_append_step(rng, self.party, n, params["participants"],
+                                                            params.get("keys", 8))
+            else:
+                raise ValueError(f"unknown workload {workload!r}: 'bank' or 'list-append'")
+            records.append(await self._record(kind, ops, timeout_s))
+            n += 1
+        return records
+
+    async def _record(self, kind: str, ops: list, timeout_s: float) -> dict:
+        from actors import loadgen
+
+        start = time.time_ns()
+        try:
+            result = await self.submit(ops, timeout_s)
+        except asyncio.TimeoutError:
+            return dataclasses.asdict(loadgen.Record("?", kind, [loadgen.op_tuple(o) for o in ops], "info",
+                                                     None, "timeout", start, None))
+        status = "ok" if result.committed else "fail"
+        return dataclasses.asdict(loadgen.Record(result.txn_id, kind, [loadgen.op_tuple(o) for o in ops], status,
+                                                 list(result.reads or []), result.reason, start, time.time_ns()))
 
     def on_outputs(self, outputs: list[Any]) -> None:
         super().on_outputs(outputs)

@@ -180,6 +180,23 @@ class Cluster:
 
         ray.get(self._chaos_actor.adopt.remote(name, self._specs[name], handle))
 
+    def run_load(self, workload: str, clients: list[str], *, count: int | None = None,
+                 duration_s: float | None = None, seed: int = 0, params: dict | None = None,
+                 timeout_s: float | None = None) -> list[dict]:
+        """Run ``workload`` ("bank" or "list-append") from each client actor concurrently (the
+        load generators); returns every client's records (``actors.loadgen.Record`` as dicts).
+        Seeds differ per client: ``seed * 1000 + index``."""
+        import ray
+
+        for name in clients:
+            self.client(name)
+        timeout = timeout_s or self.config.submit_timeout_s
+        refs = [self._current_handle(name).run_load.remote(
+            workload, count=count, duration_s=duration_s, seed=seed * 1000 + i, timeout_s=timeout,
+            params=params) for i, name in enumerate(clients)]
+        budget = (duration_s or 0) + (count or 0) * timeout + 60
+        return [rec for recs in ray.get(refs, timeout=budget) for rec in recs]
+
     def participant_state(self, name: str) -> Any:
         import ray
 

@@ -1,0 +1,65 @@
+"""Workloads a client actor runs against the cluster (the load generator), and what they record
+for the checkers.
+
+- **bank**: transfers ``add(src, -x, min=0)`` + ``add(dst, +x)`` between accounts spread over the
+  kv participants, and now and then a read of every account (a snapshot the bank checker sums).
+- **list-append**: transactions of a few ``append(key, unique value)`` and ``get(key)`` micro-ops,
+  recorded as an Elle history (``dtm_ray.checks.elle``).
+
+Each op list is made from an injected ``random.Random``; the actor does the I/O and the timing.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from dtm_ray.txn.ops import Op
+
+Account = tuple[str, str]
+
+
+def bank_accounts(kv_participants: list[str], per_participant: int) -> list[Account]:
+    return [(p, f"acct:{i}") for p in kv_participants for i in range(per_participant)]
+
+
+def bank_setup(accounts: list[Account], balance: int) -> list[Op]:
+    return [Op.put(p, k, balance) for p, k in accounts]
+
+
+def bank_step(rng: random.Random, accounts: list[Account], read_share: float = 0.1) -> tuple[str, list[Op]]:
+    if rng.random() < read_share:
+        return "read", [Op.get(p, k) for p, k in accounts]
+    src, dst = rng.sample(accounts, 2)
+    amount = rng.randint(1, 20)
+    return "transfer", [Op.add(src[0], src[1], -amount, min=0), Op.add(dst[0], dst[1], amount)]
+
+
+def list_append_step(rng: random.Random, client: str, n: int, participants: list[str], keys: int
+                     ) -> list[Op]:
+    """2-4 micro-ops on random keys; appended values are unique: ``client-n-i``."""
+    ops = []
+    for i in range(rng.randint(2, 4)):
+        p, k = rng.choice(participants), f"list:{rng.randrange(keys)}"
+        ops.append(Op.append(p, k, f"{client}-{n}-{i}") if rng.random() < 0.5 else Op.get(p, k))
+    return ops
+
+
+@dataclass
+class Record:
+    """One submitted transaction as the load generator saw it (plain data, for the driver)."""
+
+    txn_id: str
+    kind: str
+    ops: list[tuple[str, str, str, Any]]  # (participant, kind, key, value)
+    status: str  # "ok" committed, "fail" aborted, "info" unknown (timed out)
+    reads: list[Any] | None
+    reason: str | None
+    start_ns: int
+    end_ns: int | None
+    extra: dict = field(default_factory=dict)
+
+
+def op_tuple(op: Op) -> tuple[str, str, str, Any]:
+    return (op.participant, op.kind, op.key, op.value)
