@@ -334,6 +334,8 @@ CATALOGUE: dict[str, Factory] = {
     "flood": flood,
 }
 
+PBFT_BEHAVIOURS: tuple[str, ...] = tuple(CATALOGUE)  # the replica-protocol attacks (before txn ones join)
+
 
 def make_behaviour(name: str, *, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Behaviour:
     """The behaviour ``name`` of the catalogue, for the replica that owns ``keys``."""

@@ -49,6 +49,7 @@ class PbftWorld:
     wiped: set[str] = field(default_factory=set)  # replicas that lost their disk (count as faulty)
     submitted: set[tuple[str, int]] = field(default_factory=set)
     to_submit: dict[str, int] = field(default_factory=dict)  # client -> requests still to send
+    think_ms: int = 0  # a client waits up to this long (uniformly) before its next request
     healed_at_ms: int = 0
 
     # -- the parties ----------------------------------------------------------------------------
@@ -83,8 +84,10 @@ class PbftWorld:
         self.submitted.add((client, rid))
         return rid
 
-    def start_workload(self, requests_per_client: int) -> None:
-        """Every client sends ``requests_per_client`` increments, one at a time."""
+    def start_workload(self, requests_per_client: int, think_ms: int = 0) -> None:
+        """Every client sends ``requests_per_client`` increments, one at a time, pausing up to
+        ``think_ms`` after each answer (so that a workload can span a whole fault phase)."""
+        self.think_ms = think_ms
         for client in self.clients:
             self.to_submit[client] = requests_per_client
             self._next(client)
@@ -98,7 +101,8 @@ class PbftWorld:
     def _on_output(self, observed: Observed) -> None:
         if isinstance(observed.output, ClientResult) and observed.party in self.to_submit:
             client = observed.party
-            self.sim.schedule(self.sim.now_ms, lambda sim: self._next(client))
+            pause = self.sim.rng.randint(0, self.think_ms) if self.think_ms else 0
+            self.sim.schedule(self.sim.now_ms + pause, lambda sim: self._next(client))
 
     def answered(self) -> set[tuple[str, int]]:
         return {(o.output.client, o.output.request_id) for o in self.sim.outputs if isinstance(o.output, ClientResult)}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from dtm_ray.faults import CATALOGUE, make_behaviour
+from dtm_ray.faults import PBFT_BEHAVIOURS, make_behaviour
 from dtm_ray.sim.checkers import Violation
 from dtm_ray.sim.network import NetworkConfig
 from dtm_ray.sim.pbft_world import PbftWorld, behaviour_rng, build_world, replica_ids
@@ -45,6 +45,7 @@ class FaultPlan:
     byzantine: tuple[tuple[str, str], ...]  # (replica, behaviour), Byzantine from the start
     steps: tuple[Step, ...]
     heal_at_ms: int
+    think_ms: int = 0  # clients pause up to this long between requests: the workload spans the faults
 
     @property
     def f(self) -> int:
@@ -53,7 +54,8 @@ class FaultPlan:
     def describe(self) -> str:
         byz = ", ".join(f"{r}={b}" for r, b in self.byzantine) or "none"
         steps = "; ".join(map(str, self.steps)) or "no faults"
-        return (f"n={self.n} f={self.f} clients={self.clients}x{self.requests_per_client} byzantine[{byz}] "
+        return (f"n={self.n} f={self.f} clients={self.clients}x{self.requests_per_client} think<={self.think_ms}ms "
+                f"byzantine[{byz}] "
                 f"schedule[{steps}] heal at t={self.heal_at_ms}ms")
 
 
@@ -62,8 +64,8 @@ def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] 
     n = n if n is not None else rng.choice((4, 7))
     f = (n - 1) // 3
     replicas = list(replica_ids(n))
-    heal_at = rng.randint(200, 1200)
-    names = sorted(behaviours or CATALOGUE)
+    heal_at = rng.randint(200, 1500)
+    names = sorted(behaviours or PBFT_BEHAVIOURS)
 
     k_byz = rng.randint(1, f) if rng.random() < 0.8 else 0
     candidates = replicas[1:]
@@ -98,8 +100,9 @@ def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] 
                                        round(rng.uniform(0, 0.3), 3))))
     steps.append(Step(heal_at, "heal"))
     steps.sort(key=lambda s: s.at_ms)
-    return FaultPlan(seed, n, clients=rng.randint(1, 3), requests_per_client=rng.randint(3, 6),
-                     byzantine=byzantine, steps=tuple(steps), heal_at_ms=heal_at)
+    requests = rng.randint(4, 10)
+    return FaultPlan(seed, n, clients=rng.randint(1, 3), requests_per_client=requests, byzantine=byzantine,
+                     steps=tuple(steps), heal_at_ms=heal_at, think_ms=rng.choice((0, 2 * heal_at // requests)))
 
 
 def apply_plan(world: PbftWorld, plan: FaultPlan) -> None:
@@ -164,7 +167,7 @@ def run_plan(plan: FaultPlan, *, liveness_bound_ms: int = 20_000, network: Netwo
              verify_cache: bool = True) -> RunResult:
     world = build_world(plan.seed, plan.n, clients=plan.clients, network=network, verify_cache=verify_cache)
     apply_plan(world, plan)
-    world.start_workload(plan.requests_per_client)
+    world.start_workload(plan.requests_per_client, plan.think_ms)
     sim = world.sim
     sim.run_until(lambda: sim.now_ms >= plan.heal_at_ms and world.healed_at_ms > 0, plan.heal_at_ms + 1)
     sim.run_until(world.workload_done, liveness_bound_ms)
