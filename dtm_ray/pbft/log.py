@@ -30,6 +30,7 @@ class Slot:
     my_prepare: bytes | None = None
     my_commit: bytes | None = None
     helped: dict[str, int] = field(default_factory=dict)  # peer -> when we last resent it our votes
+    notified: set[str] = field(default_factory=set)  # peers we sent our pre-prepare to (a conflict)
 
     def accept(self, pp: PrePrepare, payload: bytes) -> None:
         self.pp, self.pp_payload, self.held = pp, payload, None
@@ -37,7 +38,7 @@ class Slot:
     def enter_view(self) -> None:
         """Forget the votes of the old view. A committed batch keeps its pre-prepare (it will be
         re-proposed with the same digest); anything else must be re-proposed by the NEW-VIEW."""
-        self.prepares, self.commits = {}, {}
+        self.prepares, self.commits, self.notified = {}, {}, set()
         self.prepared, self.held = False, None
         self.my_prepare = self.my_commit = None
         if not self.committed:

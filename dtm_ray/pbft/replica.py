@@ -367,6 +367,7 @@ class Replica:
             return
         slot.accept(pp, payload)
         self._out.write(persist.slot_key(persist.PP_PREFIX, pp.seq), payload)
+        self._expose_conflicts(slot)
         if self.config.primary(pp.view) != self.id:
             vote = self.safety.sign_prepare(pp.view, pp.seq, pp.digest)
             if vote is None:
@@ -383,6 +384,7 @@ class Replica:
             return
         slot = self.log.slot(p.seq)
         if self._record_vote(slot.prepares, sender, p.digest, payload, slot):
+            self._expose_conflicts(slot)
             self._check_prepared(slot)
 
     def _on_commit(self, sender: str, c: Commit, payload: bytes) -> None:
@@ -390,6 +392,7 @@ class Replica:
             return
         slot = self.log.slot(c.seq)
         if self._record_vote(slot.commits, sender, c.digest, payload, slot):
+            self._expose_conflicts(slot)
             self._check_committed(slot)
 
     def _current(self, sender: str, view: int, seq: int) -> bool:
@@ -412,6 +415,18 @@ class Replica:
         elif slot.committed:
             self._help_lagging(sender, slot)
         return False
+
+    def _expose_conflicts(self, slot: Slot) -> None:
+        """A peer voted for another digest in a slot whose pre-prepare we accepted: send it our
+        pre-prepare (signed by the primary). If the primary equivocated, the peer now holds two
+        conflicting signed pre-prepares: evidence, and a reason to replace the primary. Once per
+        peer and slot, so a faulty voter cannot make us repeat it."""
+        if slot.pp is None:
+            return
+        for peer, (digest, _) in list(slot.prepares.items()) + list(slot.commits.items()):
+            if digest != slot.pp.digest and peer not in slot.notified and peer != self.id:
+                slot.notified.add(peer)
+                self._out.send(peer, slot.pp_payload, after_persist=False)
 
     def _help_lagging(self, peer: str, slot: Slot) -> None:
         """Resend our messages of ``slot`` to ``peer``, at most once per retransmit interval (a
@@ -603,6 +618,7 @@ class Replica:
             self._evidence(sender, "forged-certificate", (payload,))
             self._reject(sender, f"invalid VIEW-CHANGE: {exc}")
             return
+        self._compare_certificates(checked)
         new_view = checked.vc.new_view
         if new_view <= self.view:
             if new_view == self.view and self.is_primary and self.new_view_payload is not None:
@@ -618,6 +634,15 @@ class Replica:
         if len(higher) >= quorum.weak(self.config.f):
             self._start_view_change(higher[0])
         self._try_new_view()
+
+    def _compare_certificates(self, checked: CheckedViewChange) -> None:
+        """A certified pre-prepare that contradicts the one we accepted for the same (view, seq)
+        proves that its primary equivocated."""
+        for proof in checked.vc.prepared:
+            pp = decode(decode(proof.preprepare, Envelope).body, PrePrepare)
+            slot = self.log.get(pp.seq)
+            if slot is not None and slot.pp is not None and slot.pp.view == pp.view and slot.pp.digest != pp.digest:
+                self._evidence(self.config.primary(pp.view), "equivocation", (slot.pp_payload, proof.preprepare))
 
     def _try_new_view(self) -> None:
         view = self.vc_target
