@@ -234,6 +234,7 @@ class Conspiracy:
         self.replicas = replicas
         self._order = others
         self._shown_alternative = shown_alternative
+        self.sealed: dict[tuple[int, int], dict[bytes, bytes]] = {}  # (view, seq) -> digest -> signed PRE-PREPARE
         self.shown: dict[tuple[int, int], dict[str, bytes]] = {}  # (view, seq) -> dest -> digest
         self.last_request: bytes | None = None
 
@@ -246,11 +247,13 @@ class Conspiracy:
         k = max(1, len(backups) // 2)
         return set(backups[:k])
 
-    def remember(self, view: int, seq: int, dest: str, digest: bytes) -> None:
+    def remember(self, view: int, seq: int, dest: str, digest: bytes, sealed: bytes) -> None:
         self.shown.setdefault((view, seq), {})[dest] = digest
+        self.sealed.setdefault((view, seq), {})[digest] = sealed
         if len(self.shown) > self.window:
             for key in sorted(self.shown)[: len(self.shown) - self.window]:
                 del self.shown[key]
+                self.sealed.pop(key, None)
 
     def alternative(self, pp: PrePrepare) -> PrePrepare | None:
         """Another valid-looking batch for the same slot: the requests reversed, one dropped, or
@@ -277,7 +280,7 @@ def equivocator(keys: KeyRing, config: PbftConfig, conspiracy: Conspiracy) -> Be
     def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:
         opened = open_own(keys, payload)
         if opened is None:
-            return [(dest, payload)]
+            return [_relayed(dest, payload)]
         msg = opened[1]
         if isinstance(msg, PrePrepare):
             return [_preprepare_for(dest, msg, payload)]
@@ -286,6 +289,19 @@ def equivocator(keys: KeyRing, config: PbftConfig, conspiracy: Conspiracy) -> Be
             if shown is not None and shown != msg.digest:
                 return [(dest, reseal(keys, dest, dataclasses.replace(msg, digest=shown)))]
         return [(dest, payload)]
+
+    def _relayed(dest: str, payload: bytes) -> Outgoing:
+        """A correct core relays the primary's PRE-PREPARE to a peer that voted for another
+        digest (to expose an equivocation): a member relays the version that peer was shown."""
+        try:
+            pp = decode(decode(payload, Envelope).body)
+        except RemoteProtocolError:
+            return dest, payload
+        if isinstance(pp, PrePrepare):
+            shown = conspiracy.shown.get((pp.view, pp.seq), {}).get(dest)
+            if shown is not None and shown != pp.digest:
+                return dest, conspiracy.sealed[(pp.view, pp.seq)][shown]
+        return dest, payload
 
     alternatives: dict[tuple[int, int], PrePrepare | None] = {}
 
@@ -297,10 +313,11 @@ def equivocator(keys: KeyRing, config: PbftConfig, conspiracy: Conspiracy) -> Be
                 del alternatives[min(alternatives)]
         alt = alternatives[slot]
         if alt is None or dest not in conspiracy.split_for(keys.me):
-            conspiracy.remember(pp.view, pp.seq, dest, pp.digest)
+            conspiracy.remember(pp.view, pp.seq, dest, pp.digest, payload)
             return dest, payload
-        conspiracy.remember(pp.view, pp.seq, dest, alt.digest)
-        return dest, reseal(keys, dest, alt)
+        sealed = reseal(keys, dest, alt)
+        conspiracy.remember(pp.view, pp.seq, dest, alt.digest, sealed)
+        return dest, sealed
 
     return behaviour
 
@@ -314,7 +331,9 @@ def equivocate(*, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Beha
 def colluding_equivocators(keyrings: dict[str, KeyRing], config: PbftConfig, rng: random.Random,
                            shown_alternative: set[str] | None = None) -> dict[str, Behaviour]:
     """Behaviours for several replicas that equivocate together (one shared ``Conspiracy``);
-    ``shown_alternative`` names the replicas shown the alternative batch (default: random half)."""
+    ``shown_alternative`` names the replicas shown the alternative batch (default: random half).
+    Members back each version only where it was shown, so no correct replica holds two conflicting
+    messages of one member unless correct replicas compare notes."""
     conspiracy = Conspiracy(config.replicas, rng, shown_alternative=shown_alternative)
     return {name: equivocator(keys, config, conspiracy) for name, keys in keyrings.items()}
 
