@@ -42,6 +42,7 @@ from dtm_ray.wire import decode, encode
 MAX_PENDING = 10_000  # requests remembered while waiting to be ordered
 MAX_PENDING_PER_CLIENT = 16
 MAX_EVIDENCE_KEPT = 1_000
+MAX_COUNTED_SENDERS = 1_000
 
 
 @dataclass(slots=True)
@@ -91,6 +92,7 @@ class Replica:
         self.clients: dict[str, ClientEntry] = {}
 
         self.pending: dict[tuple[str, int], bytes] = {}  # requests seen, not yet executed
+        self.pending_per_client: Counter[str] = Counter()
         self.inflight: set[tuple[str, int]] = set()  # in a pre-prepare of the current view
         self.inflight_proposals: set[bytes] = set()
         self.waiting_since: dict[tuple, int] = {}  # request or due proposal -> when first seen
@@ -125,7 +127,7 @@ class Replica:
             if isinstance(body, Request):
                 self._on_request(env, payload)
             elif isinstance(body, REPLICA_MESSAGES):
-                self._on_replica_message(env, body)
+                self._on_replica_message(env, body, payload)
             elif isinstance(body, (StateRequest, StateReply)):
                 self._on_state_message(env, body)
             elif not self.app.receive(env):
@@ -163,13 +165,12 @@ class Replica:
     # =========================================================================================
     # Authentication and dispatch
 
-    def _on_replica_message(self, env: Envelope, body: object) -> None:
+    def _on_replica_message(self, env: Envelope, body: object, payload: bytes) -> None:
         sender = env.sender
         if sender not in self.peers:
             raise AuthError(f"{type(body).__name__} from {sender!r}, not a peer replica")
         if not self.keys.verify(sender, env.body, env.auth):
             raise AuthError(f"bad signature on {type(body).__name__} from {sender!r}")
-        payload = encode(env)
         if isinstance(body, PrePrepare):
             self._on_preprepare(sender, body, payload)
         elif isinstance(body, Prepare):
@@ -194,6 +195,8 @@ class Replica:
             self._on_state_reply(env.sender, body)
 
     def _reject(self, sender: str, reason: str) -> None:
+        if sender not in self.rejected_counts and len(self.rejected_counts) >= MAX_COUNTED_SENDERS:
+            sender = "<others>"  # the transport's sender is unauthenticated: bound what it can grow
         self.rejected_counts[sender] += 1
         self._out.output(Rejected(self.id, sender, reason))
 
@@ -236,14 +239,20 @@ class Replica:
             return
         key = (req.client, req.request_id)
         if key not in self.pending:
-            if len(self.pending) >= MAX_PENDING or \
-                    sum(1 for c, _ in self.pending if c == req.client) >= MAX_PENDING_PER_CLIENT:
+            if len(self.pending) >= MAX_PENDING or self.pending_per_client[req.client] >= MAX_PENDING_PER_CLIENT:
                 self._reject(req.client, "too many pending requests")
                 return
             self.pending[key] = payload
+            self.pending_per_client[req.client] += 1
         self.waiting_since.setdefault(("req",) + key, self.now)
         if not self.is_primary:
             self._out.send(self.primary, payload, after_persist=False)  # the client's own envelope
+
+    def _forget_pending(self, key: tuple[str, int]) -> None:
+        if self.pending.pop(key, None) is not None:
+            self.pending_per_client[key[0]] -= 1
+            if not self.pending_per_client[key[0]]:
+                del self.pending_per_client[key[0]]
 
     def _send_reply(self, client: str, request_id: int, result: bytes) -> None:
         if client in self.keys.mac_keys:
@@ -502,7 +511,7 @@ class Replica:
         for raw in pp.requests:
             req = decode(decode(raw, Envelope).body, Request)  # authenticated when accepted
             key = (req.client, req.request_id)
-            self.pending.pop(key, None)
+            self._forget_pending(key)
             self.inflight.discard(key)
             self.waiting_since.pop(("req",) + key, None)
             entry = self.clients.get(req.client)
@@ -608,7 +617,8 @@ class Replica:
         self.vc_deadline = self.now + self._timeout_ms()
         self.vc_attempts += 1
         self._broadcast(payload)
-        self.view_changes[self.id] = verify_view_change(self.keys, self.config, payload)
+        certified = {decode(decode(p.preprepare, Envelope).body, PrePrepare) for p in prepared}
+        self.view_changes[self.id] = CheckedViewChange(self.id, vc, payload, {pp.seq: pp for pp in certified})
         self._try_new_view()
 
     def _on_view_change(self, sender: str, payload: bytes) -> None:
@@ -759,7 +769,7 @@ class Replica:
         self._make_stable(seq, digest, proof, raw)
         self.state_target = 0
         for key in [k for k in self.pending if k[1] <= self.clients.get(k[0], ClientEntry(0, None)).request_id]:
-            del self.pending[key]
+            self._forget_pending(key)
             self.waiting_since.pop(("req",) + key, None)
         self.next_seq = max(self.next_seq, seq + 1)
         self._out.output(StateTransferred(self.id, seq))
