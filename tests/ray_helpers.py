@@ -33,7 +33,17 @@ def bank_setup(cluster, accounts, client="alice"):
     return BALANCE * len(accounts)
 
 
+def quiescent(cluster, participants):
+    """Every decision applied: a client's reply comes at the commit point, before participants
+    apply, so the committed data is a consistent snapshot only once nothing is prepared."""
+    status = cluster.status()["participants"]
+    return all(status[p].get("alive") and not status[p]["locks"] and status[p]["prepared"] == 0
+               for p in participants)
+
+
 def bank_final(cluster, accounts):
+    participants = sorted({p for p, _ in accounts})
+    wait_until(lambda: quiescent(cluster, participants), timeout_s=30, what="participants quiescent")
     states = {p: cluster.participant_state(p) for p in {p for p, _ in accounts}}
     return {(p, k): states[p].get(k) for p, k in accounts}
 
