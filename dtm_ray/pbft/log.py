@@ -27,13 +27,14 @@ class Slot:
     committed: bool = False  # committed-local (in any view: the batch is final)
     proof: PreparedProof | None = None  # highest-view prepared certificate
     proof_view: int = -1
+    accepted_ms: int = 0  # when the pre-prepare was accepted (retransmission waits a while)
     my_prepare: bytes | None = None
     my_commit: bytes | None = None
     helped: dict[str, int] = field(default_factory=dict)  # peer -> when we last resent it our votes
     notified: set[str] = field(default_factory=set)  # peers we sent our pre-prepare to (a conflict)
 
-    def accept(self, pp: PrePrepare, payload: bytes) -> None:
-        self.pp, self.pp_payload, self.held = pp, payload, None
+    def accept(self, pp: PrePrepare, payload: bytes, now_ms: int) -> None:
+        self.pp, self.pp_payload, self.held, self.accepted_ms = pp, payload, None, now_ms
 
     def enter_view(self) -> None:
         """Forget the votes of the old view. A committed batch keeps its pre-prepare (it will be

@@ -101,6 +101,7 @@ class Replica:
         self.state_target = 0  # want a verified stable state with seq >= this (0: none)
         self.now = 0
         self.last_retransmit = 0
+        self.checkpoint_taken_ms = 0
         self.last_served: dict[str, int] = {}  # replica -> when we last sent it our state
         self.last_hinted: dict[str, int] = {}  # replica -> when we last told it our stable checkpoint
         self._resume: int | None = None  # after a restart: the view change to redo on first tick
@@ -167,6 +168,9 @@ class Replica:
 
     def _on_replica_message(self, env: Envelope, body: object, payload: bytes) -> None:
         sender = env.sender
+        if sender == self.id:
+            self.ignored += 1  # our own message coming back (relayed as proof, or replayed)
+            return
         if sender not in self.peers:
             raise AuthError(f"{type(body).__name__} from {sender!r}, not a peer replica")
         if not self.keys.verify(sender, env.body, env.auth):
@@ -292,7 +296,7 @@ class Replica:
         if payload is None:  # this seq was used in this view before a restart: skip it
             return
         slot = self.log.slot(seq)
-        slot.accept(pp, payload)
+        slot.accept(pp, payload, self.now)
         self._out.write(persist.slot_key(persist.PP_PREFIX, seq), payload)
         self._broadcast(payload)
 
@@ -374,7 +378,7 @@ class Replica:
         if slot.committed and slot.pp is not None and slot.pp.digest != pp.digest:
             self._reject(self.config.primary(pp.view), f"pre-prepare contradicts committed seq {pp.seq}")
             return
-        slot.accept(pp, payload)
+        slot.accept(pp, payload, self.now)
         self._out.write(persist.slot_key(persist.PP_PREFIX, pp.seq), payload)
         self._expose_conflicts(slot)
         if self.config.primary(pp.view) != self.id:
@@ -544,6 +548,7 @@ class Replica:
         digest = state_digest(state)
         payload = seal(self.keys, Checkpoint(seq, digest))
         self.my_checkpoints[seq] = (digest, state, payload)
+        self.checkpoint_taken_ms = self.now
         self._broadcast(payload)
         self.checkpoints.add(self.id, Checkpoint(seq, digest), payload)
         self._check_stable()
@@ -787,13 +792,13 @@ class Replica:
             return
         for seq in sorted(self.log.slots):
             slot = self.log.slots[seq]
-            if seq <= self.executed or slot.pp is None:
-                continue
+            if seq <= self.executed or slot.pp is None or self.now - slot.accepted_ms < self.retransmit_ms:
+                continue  # done, or still young: the first copies are probably on their way
             for payload in (slot.pp_payload if self.is_primary else None, slot.my_prepare, slot.my_commit):
                 if payload is not None:
                     self._broadcast(payload, after_persist=False)
         latest = max(self.my_checkpoints, default=0)
-        if latest > self.stable.seq:
+        if latest > self.stable.seq and self.now - self.checkpoint_taken_ms >= self.retransmit_ms:
             self._broadcast(self.my_checkpoints[latest][2], after_persist=False)
 
     # =========================================================================================
@@ -817,7 +822,7 @@ class Replica:
         for key, payload in storage.items(persist.PP_PREFIX):
             seq = persist.seq_of(persist.PP_PREFIX, key)
             if self.log.in_window(seq):
-                self.log.slot(seq).accept(decode(decode(payload, Envelope).body, PrePrepare), payload)
+                self.log.slot(seq).accept(decode(decode(payload, Envelope).body, PrePrepare), payload, 0)
         for key, raw in storage.items(persist.PROOF_PREFIX):
             slot = self.log.get(persist.seq_of(persist.PROOF_PREFIX, key))
             if slot is not None:
