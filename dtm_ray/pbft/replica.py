@@ -43,6 +43,7 @@ MAX_PENDING = 10_000  # requests remembered while waiting to be ordered
 MAX_PENDING_PER_CLIENT = 16
 MAX_EVIDENCE_KEPT = 1_000
 MAX_COUNTED_SENDERS = 1_000
+MAX_ADMITTED_CACHE = 20_000  # authenticated request envelopes remembered (cleared when full)
 
 
 @dataclass(slots=True)
@@ -93,6 +94,7 @@ class Replica:
 
         self.pending: dict[tuple[str, int], bytes] = {}  # requests seen, not yet executed
         self.pending_per_client: Counter[str] = Counter()
+        self._admitted: dict[bytes, Request] = {}  # authentic, admissible request envelopes
         self.inflight: set[tuple[str, int]] = set()  # in a pre-prepare of the current view
         self.inflight_proposals: set[bytes] = set()
         self.waiting_since: dict[tuple, int] = {}  # request or due proposal -> when first seen
@@ -228,11 +230,25 @@ class Replica:
     # =========================================================================================
     # Requests
 
-    def _on_request(self, env: Envelope, payload: bytes) -> None:
+    def _admit(self, payload: bytes, env: Envelope) -> tuple[Request, str | None]:
+        """Authenticate a client request and ask the App about it: (request, refusal or None).
+        Raises ``RemoteProtocolError`` if it is not authentic. A request admitted once (received
+        from the client, then again inside a PRE-PREPARE) is not verified twice."""
+        known = self._admitted.get(payload)
+        if known is not None:
+            return known, None
         req = open_request(self.keys, self.config.replicas, self.config.auth_scheme, env)
         if len(req.operation) > self.config.max_request_bytes:
-            raise AuthError(f"request of {len(req.operation)} bytes exceeds max_request_bytes")
+            return req, f"request of {len(req.operation)} bytes exceeds max_request_bytes"
         reason = self.app.check_request(req.client, req.operation)
+        if reason is None:
+            if len(self._admitted) >= MAX_ADMITTED_CACHE:
+                self._admitted.clear()
+            self._admitted[payload] = req
+        return req, reason
+
+    def _on_request(self, env: Envelope, payload: bytes) -> None:
+        req, reason = self._admit(payload, env)
         if reason is not None:
             self._reject(req.client, f"request refused: {reason}")
             return
@@ -348,12 +364,10 @@ class Replica:
         seen = set()
         for raw in pp.requests:
             try:
-                req = open_request(self.keys, self.config.replicas, self.config.auth_scheme,
-                                   decode(raw, Envelope))
+                req, refusal = self._admit(raw, decode(raw, Envelope))
             except RemoteProtocolError:
                 return Verdict.REJECT, ("forged request" if self.config.auth_scheme == "ed25519" else None)
-            if len(req.operation) > self.config.max_request_bytes or \
-                    self.app.check_request(req.client, req.operation) is not None:
+            if refusal is not None:
                 return Verdict.REJECT, "request the App refuses"
             if (req.client, req.request_id) in seen:
                 return Verdict.REJECT, "request twice in one batch"
@@ -513,7 +527,7 @@ class Replica:
             replies += self.app.execute_proposal(seq, proposal)
         fresh = []
         for raw in pp.requests:
-            req = decode(decode(raw, Envelope).body, Request)  # authenticated when accepted
+            req = self._admitted.pop(raw, None) or decode(decode(raw, Envelope).body, Request)
             key = (req.client, req.request_id)
             self._forget_pending(key)
             self.inflight.discard(key)
