@@ -79,7 +79,7 @@ class Replica:
         self.view_changing = False  # sent VIEW-CHANGE for ``vc_target``, waiting for its NEW-VIEW
         self.vc_target = 0
         self.vc_attempts = 0  # view changes since the last executed batch: the timeout doubles
-        self.vc_deadline = 0
+        self.vc_deadline: int | None = None  # armed once 2f+1 replicas asked for vc_target or more
         self.my_view_change: bytes | None = None
         self.view_changes: dict[str, CheckedViewChange] = {}  # latest valid one per replica
         self.new_view_payload: bytes | None = None  # the NEW-VIEW that started the current view
@@ -618,7 +618,7 @@ class Replica:
 
     def _check_timers(self) -> None:
         if self.view_changing:
-            if self.now >= self.vc_deadline:
+            if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self._start_view_change(self.vc_target + 1)  # the NEW-VIEW did not come: next one
         elif self.waiting_since and not self.state_target and self.now - min(self.waiting_since.values()) >= self._timeout_ms():
             self._start_view_change(self.view + 1)  # something waited too long: replace the primary
@@ -633,12 +633,24 @@ class Replica:
         if payload is None:
             return
         self.view_changing, self.vc_target, self.my_view_change = True, new_view, payload
-        self.vc_deadline = self.now + self._timeout_ms()
+        self.vc_deadline = None
         self.vc_attempts += 1
         self._broadcast(payload)
         certified = {decode(decode(p.preprepare, Envelope).body, PrePrepare) for p in prepared}
         self.view_changes[self.id] = CheckedViewChange(self.id, vc, payload, {pp.seq: pp for pp in certified})
+        self._arm_view_change_timer()
         self._try_new_view()
+
+    def _arm_view_change_timer(self) -> None:
+        """PBFT's rule: the timer that moves on to the next view starts only once 2f+1 replicas
+        asked for this view or a later one. A replica that alone timed out waits for the others
+        instead of racing ahead alone, so correct replicas never drift apart by more than what the
+        f+1 rule (join a higher view f+1 others ask for) closes."""
+        if not self.view_changing or self.vc_deadline is not None:
+            return
+        asking = sum(1 for c in self.view_changes.values() if c.vc.new_view >= self.vc_target)
+        if asking >= quorum.strong(self.config.f):
+            self.vc_deadline = self.now + self._timeout_ms()
 
     def _on_view_change(self, sender: str, payload: bytes) -> None:
         try:
@@ -662,6 +674,7 @@ class Replica:
         higher = sorted(c.vc.new_view for r, c in self.view_changes.items() if r != self.id and c.vc.new_view > mine)
         if len(higher) >= quorum.weak(self.config.f):
             self._start_view_change(higher[0])
+        self._arm_view_change_timer()
         self._try_new_view()
 
     def _compare_certificates(self, checked: CheckedViewChange) -> None:
