@@ -14,15 +14,26 @@ _CLASSES = {"participant": ParticipantActor, "client": ClientActor, "kv-client":
 _REMOTE: dict[type, object] = {}
 
 
+def alive_nodes() -> list[str]:
+    return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+
+
 def launch(spec: dict, *, spread: bool = False):
-    """Create the actor for ``spec``; Ray restarts it (rerunning ``__init__``) when it crashes."""
+    """Create the actor for ``spec``; Ray restarts it (rerunning ``__init__``) when it crashes.
+
+    ``spec["node"]``, when set, is a *soft* node affinity: the party prefers that node, and when
+    the node is gone Ray places (and restarts) it on another one."""
     cls = _CLASSES.get(spec["role"], PartyActor)
     remote = _REMOTE.get(cls)
     if remote is None:
         remote = _REMOTE[cls] = ray.remote(cls)
     options = dict(name=actor_name(spec["party"]), namespace=spec["namespace"], num_cpus=0,
                    max_restarts=-1, max_task_retries=0)
-    if spread:
+    if spec.get("node"):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec["node"], soft=True)
+    elif spread:
         options["scheduling_strategy"] = "SPREAD"
     deadline = time.monotonic() + 30
     while True:

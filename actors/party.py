@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 import random
 import secrets
@@ -50,7 +51,10 @@ class PartyActor:
 
     async def status(self) -> dict:
         core_status = self.core.status() if hasattr(self.core, "status") else {}
+        import ray
+
         return {"id": self.party, "role": self.role, **core_status, "alive": True,
+                "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "byzantine": self.byzantine, "host": self.host.stats(), "storage": self.storage.stats()}
 
     # -- operator controls (chaos) --------------------------------------------------------------

@@ -141,12 +141,22 @@ class Cluster:
         from actors.chaos import Chaos
 
         spread = self.config.placement == "spread"
-        for party in self.config.replicas:
-            self._start_party(self.spec(party, self._roles["replica"]), spread=spread)
+        nodes = launch.alive_nodes() if spread else []
+        for i, party in enumerate(self.config.replicas):
+            spec = self.spec(party, self._roles["replica"])
+            if len(nodes) > 1:  # round-robin over the nodes: a node's loss costs few replicas
+                spec["node"] = nodes[i % len(nodes)]
+            self._start_party(spec)
         for party in self.config.participants:
             self._start_party(self.spec(party, "participant"))
         launch.wait_alive(list(self._handles.values()))
-        chaos_cls = ray.remote(Chaos).options(name=f"dtm-chaos", namespace=self.namespace, num_cpus=0)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # beside this driver (a chaos actor on a node that fails would take the fault plan with
+        # it); restarted by Ray if it dies anyway
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        chaos_cls = ray.remote(Chaos).options(name="dtm-chaos", namespace=self.namespace, num_cpus=0,
+                                              max_restarts=-1, scheduling_strategy=here)
         self._chaos_actor = chaos_cls.remote(self._specs, self._handles, list(self.config.replicas), spread)
         self.chaos = ChaosControl(self._chaos_actor, self)
 
@@ -222,9 +232,19 @@ class Cluster:
             "replicas": [out[p] for p in self.config.replicas],
             "participants": {p: out[p] for p in self.config.participants},
             "clients": {p: out[p] for p in self._clients},
-            "chaos": ray.get(self._chaos_actor.plan.remote()) if self._chaos_actor else {},
+            "chaos": self._chaos_plan(timeout_s),
             "data_dir": self.data_dir,
         }
+
+    def _chaos_plan(self, timeout_s: float) -> dict:
+        import ray
+
+        if self._chaos_actor is None:
+            return {}
+        try:
+            return ray.get(self._chaos_actor.plan.remote(), timeout=timeout_s)
+        except Exception as exc:
+            return {"error": type(exc).__name__}
 
     def _current_handle(self, party: str) -> Any:
         """Chaos may have re-created the actor: look it up by name."""

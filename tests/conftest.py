@@ -21,20 +21,65 @@ RAY_ENV = {
 }
 
 
+def _init_local_ray(temp_dir: str):
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp_dir, _node_ip_address="127.0.0.1",
+             namespace="dtm-tests", log_to_driver=False, configure_logging=False)
+    return ray
+
+
 @pytest.fixture(scope="session")
-def ray_session():
-    """Start one loopback-only local Ray for the session (actors use ``num_cpus=0``)."""
+def _ray_temp_dir():
+    temp_dir = tempfile.mkdtemp(prefix="dtmray-")
+    yield temp_dir
+    import ray
+
+    if "ray" in sys.modules and ray.is_initialized():
+        ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_session(_ray_temp_dir):
+    """The session's one loopback-only local Ray (actors use ``num_cpus=0``), started by the first
+    test that asks for it and kept for the rest (a multi-node test replaces it for its duration)."""
     os.environ.update(RAY_ENV)
     import ray
 
-    if ray.is_initialized():  # a test started its own (multi-node tests shut theirs down)
+    if not ray.is_initialized():
+        _init_local_ray(_ray_temp_dir)
+    return ray
+
+
+@pytest.fixture
+def multinode_ray(_ray_temp_dir, monkeypatch):
+    """A ``ray.cluster_utils.Cluster``: a head and two more nodes on loopback, this driver
+    connected to it. The session's local Ray is stopped meanwhile and restarted after."""
+    os.environ.update(RAY_ENV)
+    import ray
+    from ray.cluster_utils import Cluster
+
+    had_local = ray.is_initialized()
+    if had_local:
         ray.shutdown()
-    temp_dir = tempfile.mkdtemp(prefix="dtmray-")
-    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp_dir, _node_ip_address="127.0.0.1",
-             namespace="dtm-tests", log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    private = tempfile.mkdtemp(prefix="dtmmn-")  # short: Ray's socket paths must fit in 107 bytes
+    monkeypatch.setenv("RAY_TMPDIR", private)  # cluster_utils writes its address file there
+    os.makedirs(os.path.join(private, "ray"), exist_ok=True)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": False, "temp_dir": private,
+        "node_ip_address": "127.0.0.1"})
+    workers = [cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1") for _ in range(2)]
+    ray.init(address=cluster.address, namespace="dtm-tests", log_to_driver=False, configure_logging=False)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(private, ignore_errors=True)
+        if had_local:
+            _init_local_ray(_ray_temp_dir)
 
 
 @pytest.fixture(autouse=True)
