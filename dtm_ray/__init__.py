@@ -12,7 +12,7 @@ from typing import Any
 _EXPORTS = {
     "ClusterConfig": "dtm_ray.config",
     "start": "dtm_ray.api",
-    "connect": "dtm_ray.api",
+    "connect": "dtm_ray.session",  # attach to a cluster `dtm-ray start` runs
     "Cluster": "dtm_ray.api",
     "Client": "dtm_ray.api",
     "Op": "dtm_ray.txn.ops",

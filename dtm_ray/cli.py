@@ -429,8 +429,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     records = logs.audit(directory, args.txn_id)
     if not records:
         raise CliError(f"no record of transaction {args.txn_id!r} in {directory} (ids look like alice:12)")
+    import datetime
+
     for r in records:
-        print(f"{r['time']:.6f} {r['role']}:{r['party']} v={r['view']} s={r['seq']} | {r['message']}")
+        when = datetime.datetime.fromtimestamp(r["time"], datetime.timezone.utc).strftime("%H:%M:%S.%f")
+        print(f"{when} {r['role']}:{r['party']} v={r['view']} s={r['seq']} | {r['message']}")
     return 0
 
 
@@ -488,8 +491,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one line, not a traceback (DTM_RAY_DEBUG=1 shows it)
         if os.environ.get("DTM_RAY_DEBUG"):
             raise
-        print(f"{PROG} {args.command}: error: {_describe(exc)} (DTM_RAY_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, (ValueError, LocalError)):  # an operation refused remotely: say why
+            print(f"{PROG} {args.command}: error: {_describe(cause)}", file=sys.stderr)
+        else:
+            print(f"{PROG} {args.command}: error: {_describe(exc)} (DTM_RAY_DEBUG=1 shows the traceback)",
+                  file=sys.stderr)
         return 1
 
 
@@ -498,6 +505,8 @@ def _describe(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
         exc = cause
+    if isinstance(exc, (ValueError, LocalError)):
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 

@@ -174,8 +174,9 @@ class Attack:
             self.error = f"{type(exc).__name__}: {exc}"
             self.phase = f"attack failed: {self.error}"
 
-    def _event(self, label: str, phase: str) -> None:
-        self.events.append(FaultEvent(round(time.monotonic() - self.t0, 2), label))
+    def _event(self, began: float, label: str, phase: str) -> None:
+        """Marked at the moment the operation began (a restart takes seconds to complete)."""
+        self.events.append(FaultEvent(round(began - self.t0, 2), label))
         self.phase = phase
 
     def _primary_index(self) -> int:
@@ -183,26 +184,27 @@ class Attack:
         return int(primary[1:]) if primary else 0
 
     def equivocate(self) -> None:
+        began = time.monotonic()
         p = self.victims["equivocator"] = self._primary_index()
         self.cluster.chaos.byzantine(p, "equivocate", self.seed)
-        self._event(f"R{p} equivocates", f"R{p} (the primary) equivocates")
+        self._event(began, f"R{p} equivocates", f"R{p} (the primary) equivocates")
 
     def heal_equivocator(self) -> None:
-        p = self.victims["equivocator"]
+        began, p = time.monotonic(), self.victims["equivocator"]
         self.cluster.chaos.heal(p)
-        self._event(f"R{p} healed", f"R{p} healed")
+        self._event(began, f"R{p} healed", f"R{p} healed")
 
     def crash_backup(self) -> None:
-        n = self.cluster.config.replica_count
+        began, n = time.monotonic(), self.cluster.config.replica_count
         primary = self._primary_index()
         b = self.victims["crashed"] = next(i for i in range(n - 1, -1, -1) if i != primary)
         self.cluster.chaos.kill(b)
-        self._event(f"R{b} crashes", f"R{b} (a backup) is down")
+        self._event(began, f"R{b} crashes", f"R{b} (a backup) is down")
 
     def restart_backup(self) -> None:
-        b = self.victims["crashed"]
+        began, b = time.monotonic(), self.victims["crashed"]
         self.cluster.chaos.restart(b)
-        self._event(f"R{b} restarts", f"R{b} restarted, catching up")
+        self._event(began, f"R{b} restarts", f"R{b} restarted, catching up")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,6 +331,8 @@ def write_plot(path: str, records: list[dict], events: list[FaultEvent], t0_ns: 
     ax.step(xs, committed, where="post", label="committed txn/s", color="tab:green")
     ax.step(xs, aborted, where="post", label="aborted txn/s (guard)", color="tab:orange")
     top = max(committed + aborted + [1])
+    for start, end in zip(events[0::2], events[1::2]):  # fault windows: (equivocate, heal), (crash, restart)
+        ax.axvspan(start.at_s, end.at_s, color="tab:red", alpha=0.08)
     for event in events:
         ax.axvline(event.at_s, color="tab:red", linestyle="--", linewidth=1)
         ax.text(event.at_s, top * 1.02, event.label, rotation=30, fontsize=8, color="tab:red", va="bottom")
@@ -481,11 +485,11 @@ def _summary(records: list[dict], status: dict, options: DemoOptions, cluster: A
         "load (s)": options.duration_s,
         "transactions submitted": len(records),
         "committed": len(ok),
-        "aborted (a guard refused: balance < 0)": sum(r["status"] == "fail" for r in records),
-        "timed out (outcome unknown to the client)": sum(r["status"] == "info" for r in records),
+        "aborted (guard: balance < 0)": sum(r["status"] == "fail" for r in records),
+        "timed out (outcome unknown)": sum(r["status"] == "info" for r in records),
         "throughput (committed txn/s)": round(len(ok) / options.duration_s, 2),
         "latency p50 / p99 (ms)": "-" if p50 is None else f"{p50:.0f} / {p99:.0f}",
         "final view (primary)": f"{view} ({primary})",
-        "evidence recorded per replica": json.dumps(evidence),
+        "evidence per replica": json.dumps(evidence),
         "executed seq per replica": json.dumps({r["id"]: r.get("executed_seq") for r in status["replicas"]}),
     }
