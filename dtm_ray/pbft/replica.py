@@ -402,6 +402,11 @@ class Replica:
             slot.my_prepare = vote
             slot.prepares[self.id] = (pp.digest, vote)
             self._broadcast(vote)
+        if slot.committed:
+            # Re-proposed in a new view a batch we already committed: it is final, and the only
+            # batch any view can re-propose at this seq, so vote COMMIT at once. Replicas that
+            # have not committed it yet may need our vote; we will not retransmit it ourselves.
+            self._send_commit(slot)
         self._check_prepared(slot)
 
     def _on_prepare(self, sender: str, p: Prepare, payload: bytes) -> None:
@@ -492,12 +497,17 @@ class Replica:
         slot.proof = PreparedProof(slot.pp_payload, tuple(prepares))
         slot.proof_view = slot.pp.view
         self._out.write(persist.slot_key(persist.PROOF_PREFIX, slot.seq), encode(slot.proof))
+        self._send_commit(slot)
+        self._check_committed(slot)
+
+    def _send_commit(self, slot: Slot) -> None:
+        if slot.my_commit is not None:
+            return
         vote = self.safety.sign_commit(slot.pp.view, slot.seq, slot.pp.digest)
         if vote is not None:
             slot.my_commit = vote
             slot.commits[self.id] = (slot.pp.digest, vote)
             self._broadcast(vote)
-        self._check_committed(slot)
 
     def _check_committed(self, slot: Slot) -> None:
         if slot.committed or not slot.prepared:
