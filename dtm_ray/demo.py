@@ -158,6 +158,7 @@ class Attack:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="attack", daemon=True)
         self.victims: dict[str, int] = {}
+        self.finished_at: float | None = None  # monotonic time the last step completed
 
     def steps(self) -> list[tuple[float, Callable[[], None]]]:
         return [(0.20, self.equivocate), (0.40, self.heal_equivocator), (0.50, self.crash_backup),
@@ -173,6 +174,8 @@ class Attack:
         except Exception as exc:  # reported in the summary; the load and the checks go on
             self.error = f"{type(exc).__name__}: {exc}"
             self.phase = f"attack failed: {self.error}"
+        finally:
+            self.finished_at = time.monotonic()
 
     def _event(self, began: float, label: str, phase: str) -> None:
         """Marked at the moment the operation began (a restart takes seconds to complete)."""
@@ -262,6 +265,8 @@ def check_everything(cluster: Any, accounts: list[tuple[str, str]], total: int, 
     anomalies: list[str] = []
     drained = wait_quiescent(cluster, participants, timeout_s=60.0)
     results["drained"] = "ok" if drained else "participants still hold prepared transactions after 60 s"
+    if not drained:
+        anomalies.append("liveness: decisions not all applied 60 s after the load stopped")
 
     states = {p: cluster.participant_state(p) for p in kv}
     final = {(p, k): states[p].get(k) for p, k in accounts}
@@ -410,11 +415,13 @@ def _run_on(cluster: Any, clients: list[str], kv: list[str], options: DemoOption
     attack.thread.start()
     try:
         _show(cluster, load, attack, options, console, live, t0)
-    finally:
+    except KeyboardInterrupt:
         attack.stop.set()
-        load.join(timeout_s=options.submit_timeout_s + 10)
-        attack.thread.join(timeout=120)
-    console.print(f"load stopped after {time.monotonic() - t0:.1f} s; draining decisions and checking ...")
+        load.stop.set()  # the threads are daemons; the cluster's shutdown ends their calls
+        raise
+    load.join(timeout_s=options.submit_timeout_s + 10)
+    load_s = time.monotonic() - t0
+    console.print(f"load stopped after {load_s:.1f} s; draining decisions and checking ...")
 
     records = list(load.records)
     healed_at = attack.events[-1].at_s if attack.events and not attack.error else None
@@ -422,9 +429,9 @@ def _run_on(cluster: Any, clients: list[str], kv: list[str], options: DemoOption
     if attack.error:
         checks["attack"] = f"a chaos step failed: {attack.error}"
     status = cluster.status(timeout_s=5.0)
-    summary = _summary(records, status, options, cluster)
+    summary = _summary(records, status, load_s, cluster)
     console.print(summary_table(summary, checks))
-    write_plot(options.out, records, attack.events, t0_ns, options.duration_s)
+    write_plot(options.out, records, attack.events, t0_ns, load_s)
     console.print(f"plot written to {options.out}")
     if anomalies:
         verdict = f"{VERDICT_BROKEN}: " + "; ".join(anomalies[:5]) + (" ..." if len(anomalies) > 5 else "")
@@ -436,8 +443,15 @@ def _run_on(cluster: Any, clients: list[str], kv: list[str], options: DemoOption
 
 def _show(cluster: Any, load: BankLoad, attack: Attack, options: DemoOptions, console: Console,
           live: bool, t0: float) -> None:
-    """The live view (or plain progress lines) until the load's duration is over."""
-    end = t0 + options.duration_s
+    """The live view (or plain progress lines) until the load's duration is over AND the attack
+    has run to its end, with some load after the last heal (to show the cluster recovered)."""
+    tail_s = max(2.0, 0.1 * options.duration_s)
+
+    def running() -> bool:
+        now = time.monotonic()
+        if now < t0 + options.duration_s or attack.thread.is_alive():
+            return True
+        return attack.finished_at is not None and now < attack.finished_at + tail_s
     snapshot_taken = False
 
     def frame() -> Any:
@@ -453,12 +467,12 @@ def _show(cluster: Any, load: BankLoad, attack: Attack, options: DemoOptions, co
 
     if live:
         with Live(frame()[0], console=console, auto_refresh=False, transient=False) as screen:
-            while time.monotonic() < end:
+            while running():
                 time.sleep(0.5)  # display refresh period
                 screen.update(frame()[0], refresh=True)
         return
     next_line = t0
-    while time.monotonic() < end:
+    while running():
         if time.monotonic() >= next_line:
             _, status, phase = frame()
             c = load.counters
@@ -475,19 +489,19 @@ def _write_snapshot(path: str, view: Any) -> None:
         fh.write(recorder.export_text())
 
 
-def _summary(records: list[dict], status: dict, options: DemoOptions, cluster: Any) -> dict[str, Any]:
+def _summary(records: list[dict], status: dict, load_s: float, cluster: Any) -> dict[str, Any]:
     ok = [r for r in records if r["status"] == "ok"]
     p50, p99 = latency_ms(records)
     view, primary = current_view(status)
     evidence = {r["id"]: sum((r.get("evidence") or {}).values()) for r in status["replicas"] if r.get("alive")}
     return {
         "replicas (n, f)": f"{cluster.config.replica_count}, {cluster.config.f}",
-        "load (s)": options.duration_s,
+        "load (s)": round(load_s, 1),
         "transactions submitted": len(records),
         "committed": len(ok),
         "aborted (guard: balance < 0)": sum(r["status"] == "fail" for r in records),
         "timed out (outcome unknown)": sum(r["status"] == "info" for r in records),
-        "throughput (committed txn/s)": round(len(ok) / options.duration_s, 2),
+        "throughput (committed txn/s)": round(len(ok) / load_s, 2),
         "latency p50 / p99 (ms)": "-" if p50 is None else f"{p50:.0f} / {p99:.0f}",
         "final view (primary)": f"{view} ({primary})",
         "evidence per replica": json.dumps(evidence),

@@ -129,6 +129,8 @@ def serve(name: str, cfg: ClusterConfig) -> None:
         info = {"name": name, "pid": os.getpid(), "address": ray.get_runtime_context().gcs_address,
                 "namespace": cluster.namespace, "data_dir": cluster.data_dir,
                 "config": cluster.config.to_dict(), "own_ray": cfg.address is None,
+                # what this daemon used to talk to Ray: a shell must do the same
+                "ray_auth_mode": os.environ.get("RAY_AUTH_MODE"),
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         registry = ray.remote(Registry).options(
             name=f"session:{name}", namespace=REGISTRY_NAMESPACE, num_cpus=0).remote(info)
@@ -236,8 +238,8 @@ def connect(name: str = DEFAULT_NAME, *, address: str | None = None) -> "Attache
     if address is None:
         local = read_session(name)
         address = local["address"]
-        if local.get("own_ray"):
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        if local.get("ray_auth_mode"):
+            os.environ.setdefault("RAY_AUTH_MODE", local["ray_auth_mode"])
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     import ray
