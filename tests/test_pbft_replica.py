@@ -329,3 +329,16 @@ def test_a_replica_cut_off_for_long_catches_up():
     assert h.replica("R2").stable.seq == h.replica("R0").stable.seq >= 40
     assert h.replica("R2").executed >= h.replica("R0").stable.seq
     h.assert_agreement()
+
+
+def test_a_replica_that_missed_a_preprepare_asks_for_it_when_the_cluster_moves_on():
+    h = Harness(4)
+    run_increments(h, 1)
+    h.drop = lambda src, dst, p: dst == "R3" and type(body(p)).__name__ == "PrePrepare"
+    run_increments(h, 1)
+    assert h.replica("R3").executed == 1  # the others executed seq 2 without it
+    h.drop = lambda src, dst, p: False
+    run_increments(h, 1)  # seq 3 arrives; seq 2 is a gap R3 fills by asking
+    h.advance(300)
+    assert h.replica("R3").executed == 3
+    h.assert_agreement()

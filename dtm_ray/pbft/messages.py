@@ -205,3 +205,10 @@ class StableRecord:
     seq: int
     state: bytes  # encode(ReplicaState)
     proof: tuple[bytes, ...]
+
+
+@message(25)
+class SlotRequest:
+    """MAC'd: "I am stuck at ``seq`` (no PRE-PREPARE or no quorum): send me what you have"."""
+
+    seq: int

@@ -32,7 +32,8 @@ from dtm_ray.pbft.events import (CheckpointStable, Evidence, Executed, Rejected,
 from dtm_ray.pbft.log import Log, Slot
 from dtm_ray.pbft.messages import (REPLICA_MESSAGES, Checkpoint, ClientRecord, Commit, NewView,
                                    Prepare, PrePrepare, PreparedProof, Reply, ReplicaState, Request,
-                                   StableRecord, StateReply, StateRequest, ViewChange, batch_digest,
+                                   SlotRequest, StableRecord, StateReply, StateRequest, ViewChange,
+                                   batch_digest,
                                    open_request, seal, state_digest)
 from dtm_ray.pbft.safety import SafetyRules
 from dtm_ray.pbft.viewchange import (CheckedViewChange, NewViewPlan, plan_new_view, preprepares_for,
@@ -131,7 +132,7 @@ class Replica:
                 self._on_request(env, payload)
             elif isinstance(body, REPLICA_MESSAGES):
                 self._on_replica_message(env, body, payload)
-            elif isinstance(body, (StateRequest, StateReply)):
+            elif isinstance(body, (StateRequest, StateReply, SlotRequest)):
                 self._on_state_message(env, body)
             elif not self.app.receive(env):
                 self._reject(sender, f"unexpected {type(body).__name__}")
@@ -197,6 +198,8 @@ class Replica:
             raise AuthError(f"bad MAC on {type(body).__name__} from {env.sender!r}")
         if isinstance(body, StateRequest):
             self._on_state_request(env.sender, body)
+        elif isinstance(body, SlotRequest):
+            self._on_slot_request(env.sender, body)
         else:
             self._on_state_reply(env.sender, body)
 
@@ -460,13 +463,14 @@ class Replica:
                 slot.notified.add(peer)
                 self._out.send(peer, slot.pp_payload, after_persist=False)
 
-    def _help_lagging(self, peer: str, slot: Slot) -> None:
+    def _help_lagging(self, peer: str, slot: Slot, with_preprepare: bool = False) -> None:
         """Resend our messages of ``slot`` to ``peer``, at most once per retransmit interval (a
         helped peer's duplicate must not make it help us back, forever)."""
         if self.now - slot.helped.get(peer, -self.retransmit_ms) < self.retransmit_ms:
             return
         slot.helped[peer] = self.now
-        for payload in (slot.pp_payload if self.is_primary else None, slot.my_prepare, slot.my_commit):
+        preprepare = slot.pp_payload if with_preprepare or self.is_primary else None
+        for payload in (preprepare, slot.my_prepare, slot.my_commit):
             if payload is not None:
                 self._out.send(peer, payload, after_persist=False)
 
@@ -481,10 +485,23 @@ class Replica:
             ahead = sorted((v for v in self.higher_views.values() if v > self.view), reverse=True)
             if len(ahead) >= quorum.weak(self.config.f):
                 self._start_view_change(ahead[quorum.weak(self.config.f) - 1])
-        if seq <= self.log.low and self.stable.seq in self.my_checkpoints and \
-                self.now - self.last_hinted.get(sender, -self.retransmit_ms) >= self.retransmit_ms:
-            self.last_hinted[sender] = self.now
-            self._out.send(sender, self.my_checkpoints[self.stable.seq][2], after_persist=False)
+        if seq <= self.log.low:
+            self._hint_stable(sender)
+
+    def _hint_stable(self, peer: str) -> None:
+        """Send ``peer`` our CHECKPOINT of the stable seq (once per retransmit interval)."""
+        if self.stable.seq in self.my_checkpoints and \
+                self.now - self.last_hinted.get(peer, -self.retransmit_ms) >= self.retransmit_ms:
+            self.last_hinted[peer] = self.now
+            self._out.send(peer, self.my_checkpoints[self.stable.seq][2], after_persist=False)
+
+    def _on_slot_request(self, sender: str, req: SlotRequest) -> None:
+        if req.seq <= self.log.low:
+            self._hint_stable(sender)
+            return
+        slot = self.log.get(req.seq)
+        if slot is not None and slot.pp is not None and slot.pp.view == self.view and not self.view_changing:
+            self._help_lagging(sender, slot, with_preprepare=True)
 
     def _check_prepared(self, slot: Slot) -> None:
         if slot.prepared or slot.pp is None:
@@ -827,6 +844,7 @@ class Replica:
             if self.my_view_change is not None:
                 self._broadcast(self.my_view_change, after_persist=False)
             return
+        self._ask_for_gap()
         for seq in sorted(self.log.slots):
             slot = self.log.slots[seq]
             if seq <= self.executed or slot.pp is None or self.now - slot.accepted_ms < self.retransmit_ms:
@@ -837,6 +855,18 @@ class Replica:
         latest = max(self.my_checkpoints, default=0)
         if latest > self.stable.seq and self.now - self.checkpoint_taken_ms >= self.retransmit_ms:
             self._broadcast(self.my_checkpoints[latest][2], after_persist=False)
+
+    def _ask_for_gap(self) -> None:
+        """Execution is stuck at the next seq although later slots moved (so the cluster did):
+        we lack its PRE-PREPARE or its votes, and peers that executed it do not retransmit.
+        Ask them (they answer once per retransmit interval)."""
+        nxt = self.executed + 1
+        slot = self.log.get(nxt)
+        if slot is not None and slot.pp is not None and self.now - slot.accepted_ms < self.retransmit_ms:
+            return  # young: the normal messages are probably on their way
+        if any(seq > nxt for seq in self.log.slots) or (slot is not None and (slot.prepares or slot.commits)):
+            for r in self.peers:
+                self._out.send(r, seal_mac(self.keys, r, SlotRequest(nxt)), after_persist=False)
 
     # =========================================================================================
     # Recovery from storage
