@@ -134,8 +134,8 @@ def build_parser() -> Parser:
     demo = commands.add_parser("demo", help="a local cluster under load and attack, checked at the end")
     demo.add_argument("--duration", type=float, default=40.0, metavar="SECONDS",
                       help="length of the load; the fault timeline scales with it (default 40)")
-    demo.add_argument("--out", default="dtm-ray-demo.png", metavar="PLOT.png",
-                      help="where to write the throughput plot (default dtm-ray-demo.png)")
+    demo.add_argument("--out", default="out/dtm-ray-demo.png", metavar="PLOT.png",
+                      help="where to write the throughput plot (default out/dtm-ray-demo.png)")
     demo.add_argument("--load-clients", type=int, default=3, metavar="K", help="clients submitting (default 3)")
     demo.add_argument("--seed", type=int, default=1, help="seed of the workload and the attack (default 1)")
     demo.add_argument("--plain", action="store_true", help="plain progress lines instead of the live view")

@@ -48,7 +48,7 @@ VERDICT_BROKEN = "verdict: INVARIANTS BROKEN"
 @dataclass
 class DemoOptions:
     duration_s: float = 40.0  # the load (the timeline scales with it); startup and checks add to it
-    out: str = "dtm-ray-demo.png"
+    out: str = "out/dtm-ray-demo.png"
     load_clients: int = 3
     accounts_per_participant: int = 4
     balance: int = 100
@@ -89,6 +89,7 @@ class BankLoad:
         self.stop = threading.Event()
         self.counters = LoadCounters()
         self.records: list[dict] = []
+        self.errors: list[str] = []  # a client thread that died, and why
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(name, options.seed * 1000 + i),
                                           name=f"load-{name}", daemon=True)
@@ -105,6 +106,13 @@ class BankLoad:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self, name: str, seed: int) -> None:
+        try:
+            self._loop(name, seed)
+        except Exception as exc:  # reported in the summary: the other clients go on
+            if not self.stop.is_set():
+                self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    def _loop(self, name: str, seed: int) -> None:
         from actors import loadgen
         from dtm_ray.api import SubmitTimeout
 
@@ -119,10 +127,6 @@ class BankLoad:
                 self._record(loadgen.Record("?", kind, [loadgen.op_tuple(o) for o in ops], "info", None,
                                             "timeout", start_ns, None))
                 continue
-            except Exception as exc:  # the cluster is shutting down under us (Ctrl-C)
-                if self.stop.is_set():
-                    return
-                raise exc
             self._record(loadgen.Record(result.txn_id, kind, [loadgen.op_tuple(o) for o in ops],
                                         "ok" if result.committed else "fail", list(result.reads or []),
                                         result.reason, start_ns, time.time_ns()))
@@ -399,10 +403,10 @@ def run(cfg: ClusterConfig, options: DemoOptions, console: Console | None = None
 
 def _run_on(cluster: Any, clients: list[str], kv: list[str], options: DemoOptions, console: Console,
             live: bool) -> DemoReport:
-    from actors import loadgen
+    from dtm_ray.txn.ops import Op
 
-    accounts = loadgen.bank_accounts(kv, options.accounts_per_participant)
-    setup = cluster.client(clients[0]).submit(loadgen.bank_setup(accounts, options.balance))
+    accounts = [(p, f"acct:{i}") for p in kv for i in range(options.accounts_per_participant)]
+    setup = cluster.client(clients[0]).submit([Op.put(p, k, options.balance) for p, k in accounts])
     if not setup.committed:
         raise RuntimeError(f"could not open the accounts: {setup.reason}")
     total = options.balance * len(accounts)
@@ -428,6 +432,8 @@ def _run_on(cluster: Any, clients: list[str], kv: list[str], options: DemoOption
     anomalies, checks = check_everything(cluster, accounts, total, records, healed_at, t0_ns)
     if attack.error:
         checks["attack"] = f"a chaos step failed: {attack.error}"
+    if load.errors:
+        checks["load"] = f"client threads failed: {'; '.join(load.errors)}"
     status = cluster.status(timeout_s=5.0)
     summary = _summary(records, status, load_s, cluster)
     console.print(summary_table(summary, checks))

@@ -1,0 +1,109 @@
+"""``dtm-ray demo``: its pieces without Ray (plot, audit-log reading, the live view's rendering),
+and ONE end-to-end run as a user runs it (a subprocess that starts its own local Ray)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from loguru import logger
+from rich.console import Console
+
+from dtm_ray import demo, logs, watch
+from dtm_ray.errors import ConfigError
+from dtm_ray.txn.events import Applied
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _status(**overrides):
+    replicas = [{"id": f"R{i}", "alive": True, "view": 1, "primary": "R1", "executed_seq": 40 + i,
+                 "stable_checkpoint": 32, "evidence": {"equivocation": i}, "rejected": {}, "byzantine": None,
+                 "view_changing": False, "state_transfer_target": 0} for i in range(4)]
+    replicas[0]["byzantine"] = "equivocate"
+    replicas[3] = {"id": "R3", "alive": False}
+    status = {"replicas": replicas,
+              "participants": {"db-0": {"alive": True, "kind": "kv", "committed": 9, "aborted": 1, "prepared": 0,
+                                        "in_doubt": 0, "locks": 0, "byzantine": None}}}
+    status.update(overrides)
+    return status
+
+
+def test_one_line_summarises_the_cluster():
+    line = watch.one_line(_status())
+    assert line == ("view 1 (primary R1), executed seq 42, 3/4 replicas up, evidence 3, "
+                    "R0=byzantine:equivocate R3=down")
+
+
+def test_the_live_view_shows_each_replica_and_the_load():
+    load = watch.LoadCounters(committed=12, aborted=2, timeouts=1, completions=[10.0, 11.0, 12.0])
+    console = Console(record=True, width=120, file=open(os.devnull, "w"))
+    console.print(watch.render(_status(), load=load, phase="t=5s phase: R0 (the primary) equivocates", now=12.5))
+    text = console.export_text()
+    assert "byzantine:equivocate" in text and "down" in text and "view-change" not in text
+    assert "committed 12  aborted 2  timed out 1  throughput 0.6 txn/s" in text
+    assert "R0 (the primary) equivocates" in text
+    assert [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│ R")] == \
+        ["R0", "R1", "R2", "R3"]
+
+
+def test_plot_is_a_png_with_fault_markers(tmp_path):
+    t0 = 1_000_000_000_000
+    records = [{"status": "ok" if i % 5 else "fail", "end_ns": t0 + i * 200_000_000} for i in range(50)]
+    records.append({"status": "info", "end_ns": None})
+    events = [demo.FaultEvent(2.0, "R0 equivocates"), demo.FaultEvent(4.0, "R0 healed")]
+    path = tmp_path / "sub" / "plot.png"
+    demo.write_plot(str(path), records, events, t0, 10.0)
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+
+
+def test_applied_decisions_are_read_back_from_the_audit_log(tmp_path):
+    """The audit line ``logs.output`` writes for an Applied event is what the demo parses."""
+    directory = logs.log_dir(str(tmp_path))
+    os.makedirs(directory)
+    sink = logger.add(os.path.join(directory, "audit-db-0.jsonl"), serialize=True,
+                      filter=lambda record: "txn" in record["extra"])
+    try:
+        bound = logger.bind(role="participant", id="db-0")
+        logs.output(bound, Applied("db-0", "alice:3", 7, True, True))
+        logs.output(bound, Applied("db-0", "bob:1", 8, False, None))
+    finally:
+        logger.remove(sink)
+    assert demo.applied_events(str(tmp_path), ["db-0", "db-1"]) == [
+        Applied("db-0", "alice:3", 7, True, True), Applied("db-0", "bob:1", 8, False, None)]
+
+
+def test_the_demo_refuses_a_used_data_dir(tmp_path):
+    (tmp_path / "R0").mkdir()
+    with pytest.raises(ConfigError, match="not empty"):
+        demo.check_data_dir(str(tmp_path))
+    demo.check_data_dir(str(tmp_path / "fresh"))  # absent: fine
+
+
+def test_latency_percentiles():
+    records = [{"status": "ok", "start_ns": 0, "end_ns": ms * 1_000_000} for ms in range(1, 101)]
+    assert demo.latency_ms(records) == (50.5, 100.0)
+    assert demo.latency_ms([]) == (None, None)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(420)
+def test_demo_end_to_end(tmp_path):
+    """The main job as a user runs it (short): exit 0, the verdict, the plot."""
+    plot = tmp_path / "demo.png"
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", DTM_RAY_HOME=str(tmp_path / "home"))
+    env.pop("DTM_RAY_FORBID_START", None)
+    proc = subprocess.run([sys.executable, "-m", "dtm_ray.cli", "demo", "--duration", "15", "--plain",
+                           "--data-dir", str(tmp_path / "data"), "--out", str(plot), "--seed", "3"],
+                          capture_output=True, text=True, env=env, timeout=400)
+    tail = proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, tail
+    assert "verdict: invariants held" in proc.stdout, tail
+    assert "phase:" in proc.stdout  # plain progress lines, not a live view, when not a terminal
+    for check in ("bank", "atomicity", "liveness"):
+        assert f"check: {check}" in proc.stdout and "anomalies" not in proc.stdout, tail
+    data = plot.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
