@@ -12,20 +12,14 @@ Each op list is made from an injected ``random.Random``; the actor does the I/O 
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from dtm_ray.checks.bank import check_bank
 from dtm_ray.txn.ops import Op
 
 Account = tuple[str, str]
-
-
-def bank_accounts(kv_participants: list[str], per_participant: int) -> list[Account]:
-    return [(p, f"acct:{i}") for p in kv_participants for i in range(per_participant)]
-
-
-def bank_setup(accounts: list[Account], balance: int) -> list[Op]:
-    return [Op.put(p, k, balance) for p, k in accounts]
 
 
 def bank_step(rng: random.Random, accounts: list[Account], read_share: float = 0.1) -> tuple[str, list[Op]]:
@@ -63,3 +57,54 @@ class Record:
 
 def op_tuple(op: Op) -> tuple[str, str, str, Any]:
     return (op.participant, op.kind, op.key, op.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver side: set up the bank, read it back, check it (tests, benchmarks, demo)
+
+BALANCE = 100
+
+
+def _wait_until(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def bank_accounts_of(cluster, per_participant=3):
+    kv = [p for p, kind in cluster.config.participants.items() if kind == "kv"]
+    return [(p, f"acct:{i}") for p in kv for i in range(per_participant)]
+
+
+def bank_setup_of(cluster, accounts, client="alice"):
+    r = cluster.client(client).submit([Op.put(p, k, BALANCE) for p, k in accounts])
+    assert r.committed, r
+    return BALANCE * len(accounts)
+
+
+def quiescent(cluster, participants):
+    """Every decision applied: a client's reply comes at the commit point, before participants
+    apply, so the committed data is a consistent snapshot only once nothing is prepared."""
+    status = cluster.status()["participants"]
+    return all(status[p].get("alive") and not status[p]["locks"] and status[p]["prepared"] == 0
+               for p in participants)
+
+
+def bank_final(cluster, accounts):
+    participants = sorted({p for p, _ in accounts})
+    _wait_until(lambda: quiescent(cluster, participants), 30, "participants quiescent")
+    states = {p: cluster.participant_state(p) for p in {p for p, _ in accounts}}
+    return {(p, k): states[p].get(k) for p, k in accounts}
+
+
+def check_bank_run(cluster, accounts, total, records):
+    reads = [(r["txn_id"], dict(zip(accounts, r["reads"]))) for r in records
+             if r["kind"] == "read" and r["status"] == "ok"]
+    anomalies = check_bank(total, bank_final(cluster, accounts), reads)
+    assert not anomalies, [str(a) for a in anomalies]
+
+

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -40,7 +41,7 @@ def _ray_temp_dir():
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ray_session(_ray_temp_dir):
     """The session's one loopback-only local Ray (actors use ``num_cpus=0``), started by the first
     test that asks for it and kept for the rest (a multi-node test replaces it for its duration)."""
@@ -72,6 +73,10 @@ def multinode_ray(_ray_temp_dir, monkeypatch):
     workers = [cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1") for _ in range(2)]
     ray.init(address=cluster.address, namespace="dtm-tests", log_to_driver=False, configure_logging=False)
     cluster.wait_for_nodes()
+    deadline = time.monotonic() + 60  # registered is not yet schedulable: wait until all are alive
+    while sum(1 for n in ray.nodes() if n.get("Alive")) < 3:
+        assert time.monotonic() < deadline, "the 3 Ray nodes did not come up"
+        time.sleep(0.1)
     try:
         yield cluster, workers
     finally:

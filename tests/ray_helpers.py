@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-from dtm_ray.checks.bank import check_bank
 from dtm_ray.checks.elle import FAIL, INFO, OK, HistTxn, Mop, check_list_append
-from dtm_ray.txn.ops import Op
-
-BALANCE = 100
+from actors.loadgen import (  # noqa: F401  (re-exported for the tests)
+    BALANCE, bank_accounts_of as bank_accounts, bank_final, bank_setup_of as bank_setup, check_bank_run, quiescent,
+)
 
 
 def wait_until(predicate, timeout_s=30.0, what="condition"):
@@ -20,39 +19,6 @@ def wait_until(predicate, timeout_s=30.0, what="condition"):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def bank_accounts(cluster, per_participant=3):
-    kv = [p for p, kind in cluster.config.participants.items() if kind == "kv"]
-    return [(p, f"acct:{i}") for p in kv for i in range(per_participant)]
-
-
-def bank_setup(cluster, accounts, client="alice"):
-    r = cluster.client(client).submit([Op.put(p, k, BALANCE) for p, k in accounts])
-    assert r.committed, r
-    return BALANCE * len(accounts)
-
-
-def quiescent(cluster, participants):
-    """Every decision applied: a client's reply comes at the commit point, before participants
-    apply, so the committed data is a consistent snapshot only once nothing is prepared."""
-    status = cluster.status()["participants"]
-    return all(status[p].get("alive") and not status[p]["locks"] and status[p]["prepared"] == 0
-               for p in participants)
-
-
-def bank_final(cluster, accounts):
-    participants = sorted({p for p, _ in accounts})
-    wait_until(lambda: quiescent(cluster, participants), timeout_s=30, what="participants quiescent")
-    states = {p: cluster.participant_state(p) for p in {p for p, _ in accounts}}
-    return {(p, k): states[p].get(k) for p, k in accounts}
-
-
-def check_bank_run(cluster, accounts, total, records):
-    reads = [(r["txn_id"], dict(zip(accounts, r["reads"]))) for r in records
-             if r["kind"] == "read" and r["status"] == "ok"]
-    anomalies = check_bank(total, bank_final(cluster, accounts), reads)
-    assert not anomalies, [str(a) for a in anomalies]
 
 
 def bank_load(cluster, accounts, clients, count, seed, timeout_s=20.0):

@@ -63,3 +63,21 @@ def test_concurrent_list_append_is_serializable(cluster):
                                params={"participants": ["db-0", "db-1"], "keys": 4})
     assert all(r["status"] == "ok" for r in records)
     check_elle_run(cluster, records)
+
+
+def test_audit_trail_of_one_transaction_across_actors(cluster):
+    from dtm_ray.logs import audit, log_dir
+    from tests.ray_helpers import wait_until
+
+    r = cluster.client("bob").submit([Op.put("db-0", "audit:1", 1), Op.enqueue("mq-0", "audited")])
+    assert r.committed
+
+    def trail():
+        records = audit(log_dir(cluster.data_dir), r.txn_id)
+        parties = {rec["party"] for rec in records}
+        return records if {"bob", "db-0", "mq-0"} <= parties and parties & {"R0", "R1", "R2", "R3"} else None
+
+    records = wait_until(trail, timeout_s=20, what=f"an audit trail for {r.txn_id}")
+    messages = " ".join(rec["message"] for rec in records)
+    assert "Voted" in messages and "Applied" in messages and "TxnResult" in messages
+    assert [rec["time"] for rec in records] == sorted(rec["time"] for rec in records)

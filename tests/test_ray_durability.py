@@ -17,7 +17,7 @@ def test_committed_transactions_survive_shutdown_and_start(ray_session, tmp_path
     with dtm_ray.start(cfg) as cluster:
         accounts = bank_accounts(cluster, per_participant=2)
         total = bank_setup(cluster, accounts)
-        records = bank_load(cluster, accounts, ["alice", "bob"], count=6, seed=21)
+        records = bank_load(cluster, accounts, ["alice", "bob"], count=4, seed=21)
         check_bank_run(cluster, accounts, total, records)
         before = bank_final(cluster, accounts)
         queued = cluster.client("alice").submit([Op.enqueue("mq-0", "kept")])
@@ -30,7 +30,7 @@ def test_committed_transactions_survive_shutdown_and_start(ray_session, tmp_path
         assert min(r["executed_seq"] for r in cluster.status()["replicas"]) >= executed_before - 16
         r = cluster.client("alice").submit([Op.dequeue("mq-0")])  # request ids continue: not a replay
         assert r.committed and r.reads == ["kept"], r
-        more = bank_load(cluster, accounts, ["alice", "bob"], count=4, seed=22)
+        more = bank_load(cluster, accounts, ["alice", "bob"], count=3, seed=22)
         check_bank_run(cluster, accounts, total, more)
 
 
