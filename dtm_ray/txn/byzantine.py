@@ -93,27 +93,27 @@ def forge_votes(*, keys: KeyRing, config: Any, rng: random.Random, memory: int =
     return behaviour
 
 
-def equivocate_vote(*, keys: KeyRing, config: Any, rng: random.Random) -> Behaviour:
+def equivocate_vote(*, keys: KeyRing, config: Any, rng: random.Random, rate: float = 0.5) -> Behaviour:
     replicas = list(config.replicas)
-    told_no = set(rng.sample(replicas, len(replicas) // 2))  # these replicas hear NO
-    flipped: OrderedDict[bytes, bytes] = OrderedDict()  # one re-signature per vote batch
+    lies: OrderedDict[bytes, tuple[frozenset[str], bytes]] = OrderedDict()  # batch -> (told NO, its NO)
 
-    def flip(batch: VoteBatch) -> bytes:
-        votes = tuple(Vote(v.txn_id, v.pseq, False, [], "equivocating participant") if v.yes else v
-                      for v in batch.votes)
-        return seal_signed(keys, VoteBatch(batch.participant, votes))
+    def lie_for(payload: bytes, batch: VoteBatch) -> tuple[frozenset[str], bytes]:
+        """For a share (``rate``) of its vote batches, half the replicas (drawn anew) hear NO."""
+        if payload not in lies:
+            told_no = frozenset(rng.sample(replicas, len(replicas) // 2)) if rng.random() < rate else frozenset()
+            votes = tuple(Vote(v.txn_id, v.pseq, False, [], "equivocating participant") if v.yes else v
+                          for v in batch.votes)
+            lies[payload] = (told_no, seal_signed(keys, VoteBatch(batch.participant, votes)) if told_no else payload)
+            while len(lies) > 64:
+                lies.popitem(last=False)
+        return lies[payload]
 
     def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:
-        if dest not in told_no:
-            return [(dest, payload)]
         msg = _open_own(keys, payload)
         if not isinstance(msg, VoteBatch):
             return [(dest, payload)]
-        if payload not in flipped:
-            flipped[payload] = flip(msg)
-            while len(flipped) > 64:
-                flipped.popitem(last=False)
-        return [(dest, flipped[payload])]
+        told_no, no = lie_for(payload, msg)
+        return [(dest, no if dest in told_no else payload)]
 
     return behaviour
 
