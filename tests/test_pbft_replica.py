@@ -37,7 +37,7 @@ def body(payload: bytes):
 # -- normal case -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [4, 7])
+@pytest.mark.parametrize("n", [1, 4, 7])
 def test_normal_case_executes_every_request_once_in_order(n):
     h = Harness(n, clients=("c0", "c1"), batch_wait_ms=5)
     for _ in range(6):

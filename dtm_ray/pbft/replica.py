@@ -102,6 +102,7 @@ class Replica:
         self.batch_started: int | None = None
 
         self.state_target = 0  # want a verified stable state with seq >= this (0: none)
+        self.state_rounds = 0
         self.now = 0
         self.last_retransmit = 0
         self.checkpoint_taken_ms = 0
@@ -318,6 +319,7 @@ class Replica:
         slot.accept(pp, payload, self.now)
         self._out.write(persist.slot_key(persist.PP_PREFIX, seq), payload)
         self._broadcast(payload)
+        self._check_prepared(slot)  # prepares may have arrived first (or none are needed: n = 1)
 
     # =========================================================================================
     # Normal case: PRE-PREPARE, PREPARE, COMMIT
@@ -786,15 +788,22 @@ class Replica:
     # State transfer
 
     def _want_state(self, seq: int) -> None:
+        """Note that we need a certified state of at least ``seq``. The request leaves with the
+        next retransmission, not at once: a replica only slightly behind usually executes up to
+        the checkpoint itself meanwhile, and then nobody has to ship it a snapshot."""
         if seq <= self.stable.seq and seq <= self.executed:
             return
-        first = not self.state_target
         self.state_target = max(self.state_target, seq)
-        if first:
-            self._request_state()
 
     def _request_state(self) -> None:
-        for r in self.peers:
+        """Ask f+1 peers (one of them correct), a different group each round."""
+        if not self.peers:
+            return
+        self.state_rounds += 1
+        k = min(quorum.weak(self.config.f), len(self.peers))
+        start = (self.state_rounds * k) % len(self.peers)
+        for i in range(k):
+            r = self.peers[(start + i) % len(self.peers)]
             self._out.send(r, seal_mac(self.keys, r, StateRequest(self.state_target)), after_persist=False)
 
     def _on_state_request(self, sender: str, req: StateRequest) -> None:
