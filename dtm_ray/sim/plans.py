@@ -29,7 +29,7 @@ from dtm_ray.sim.pbft_world import PbftWorld, behaviour_rng, build_world, replic
 @dataclass(frozen=True, slots=True)
 class Step:
     at_ms: int
-    action: str  # crash | restart | wipe | partition | heal-partition | slow | lossy | heal
+    action: str  # turn | crash | restart | wipe | partition | heal-partition | slow | lossy | heal
     args: tuple = ()
 
     def __str__(self) -> str:
@@ -42,7 +42,7 @@ class FaultPlan:
     n: int
     clients: int
     requests_per_client: int
-    byzantine: tuple[tuple[str, str], ...]  # (replica, behaviour), Byzantine from the start
+    byzantine: tuple[tuple[str, str], ...]  # (replica, behaviour); from t=0 unless a "turn" step says when
     steps: tuple[Step, ...]
     heal_at_ms: int
     think_ms: int = 0  # clients pause up to this long between requests: the workload spans the faults
@@ -77,6 +77,9 @@ def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] 
     wipe_budget = f - len(byz)
 
     steps: list[Step] = []
+    for replica, name in byzantine:
+        if rng.random() < 0.4:  # a replica that turns Byzantine mid-run, with state and votes behind it
+            steps.append(Step(rng.randint(1, heal_at), "turn", (replica, name)))
     honest = [r for r in replicas if r not in byz]
     for _ in range(rng.choice((0, 1, 1, 2))):
         victim = rng.choice(honest)
@@ -106,17 +109,27 @@ def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] 
 
 
 def apply_plan(world: PbftWorld, plan: FaultPlan) -> None:
-    """Make the Byzantine replicas Byzantine now and schedule every step of the plan."""
+    """Make the Byzantine replicas Byzantine (now, or when their "turn" step comes) and schedule
+    every step of the plan. Checkers count a replica as faulty for the whole run either way."""
+    turning = {step.args[0] for step in plan.steps if step.action == "turn"}
     for replica, name in plan.byzantine:
-        behaviour = make_behaviour(name, keys=world.keys[replica], config=world.config, rng=behaviour_rng(world))
-        world.make_byzantine(replica, behaviour, name)
+        world.byzantine[replica] = name
+        if replica not in turning:
+            turn_byzantine(world, replica, name)
     for step in plan.steps:
         world.sim.schedule(step.at_ms, lambda sim, step=step: perform(world, step))
 
 
+def turn_byzantine(world: PbftWorld, replica: str, name: str) -> None:
+    behaviour = make_behaviour(name, keys=world.keys[replica], config=world.config, rng=behaviour_rng(world))
+    world.make_byzantine(replica, behaviour, name)
+
+
 def perform(world: PbftWorld, step: Step) -> None:
     sim, net = world.sim, world.sim.network
-    if step.action == "crash":
+    if step.action == "turn":
+        turn_byzantine(world, *step.args)
+    elif step.action == "crash":
         sim.crash(step.args[0])
     elif step.action in ("restart", "wipe"):
         world.restart(step.args[0], wipe=step.action == "wipe")
