@@ -166,6 +166,7 @@ class TxnWorld:
     workload: Any = None
     healed_at_ms: int = 0
     setup_done: bool = True
+    unanswered: int = 0
 
     @property
     def replicas(self) -> tuple[str, ...]:
@@ -215,6 +216,7 @@ class TxnWorld:
         rid = self.sim.invoke(client, lambda node: node.submit(ops))
         txn_id = txn_id_of(client, rid)
         self.history[txn_id] = HistoryEntry(txn_id, client, list(ops), self.sim.now_ms)
+        self.unanswered += 1
         return txn_id
 
     def _next(self, client: str) -> None:
@@ -229,6 +231,7 @@ class TxnWorld:
         entry = self.history[result.txn_id]
         if entry.result is None:
             entry.result, entry.end_ms = result, observed.time_ms
+            self.unanswered -= 1
         client = entry.client
         if not self.setup_done and not result.committed:  # e.g. an equivocating participant said NO
             self.sim.schedule(self.sim.now_ms, lambda sim: self.submit(client, self.workload.setup()))
@@ -238,8 +241,7 @@ class TxnWorld:
             self.sim.schedule(self.sim.now_ms, lambda sim: self._next(client))
 
     def done(self) -> bool:
-        return (self.setup_done and not any(self.to_submit.values())
-                and all(e.result is not None for e in self.history.values()))
+        return self.setup_done and self.unanswered == 0 and not any(self.to_submit.values())
 
     def quiescent(self) -> bool:
         """Every decision delivered: no correct participant holds a prepared transaction."""

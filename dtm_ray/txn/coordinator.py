@@ -61,6 +61,8 @@ class CoordinatorApp:
         self._unacked: dict[str, set[str]] = {}
         self._decision_sent: dict[str, int] = {}
         self._counts: Counter[str] = Counter()
+        self._proposals_cache: list[bytes] | None = None
+        self._proposals_expire: float = 0
         self.evidence: list[Evidence] = []
         self.rejected: Counter[str] = Counter()
 
@@ -112,6 +114,7 @@ class CoordinatorApp:
         txn = PendingTxn(txn_id, client, request_id, request.ops, tuple(slots))
         self._pending[txn_id] = txn
         self._started[txn_id] = self._now
+        self._changed()
         self._adopt_early_votes(txn)
         self._send_prepares(txn)
         return []
@@ -143,6 +146,7 @@ class CoordinatorApp:
 
     def restore(self, snapshot: bytes) -> None:
         state = decode(snapshot, CoordinatorState)
+        self._changed()
         self._next_pseq = {p: 0 for p in self.config.participants}
         self._next_pseq.update({s.participant: s.pseq for s in state.next_pseq})
         self._pending = {t.txn_id: t for t in state.pending}
@@ -155,6 +159,7 @@ class CoordinatorApp:
     # -- helpers of the deterministic part ---------------------------------------------------
     def _decide(self, txn: PendingTxn, commit: bool, reads: list, reason: str | None) -> ReplyItem:
         del self._pending[txn.txn_id]
+        self._changed()
         self._decided[txn.txn_id] = DecidedTxn(txn.txn_id, commit, txn.slots)
         while len(self._decided) > self.config.decided_retention:
             self._decided.popitem(last=False)
@@ -244,7 +249,9 @@ class CoordinatorApp:
         self._now = now_ms
         period = self.config.resend_ms
         for txn_id, txn in self._pending.items():
-            self._started.setdefault(txn_id, now_ms)
+            if txn_id not in self._started:
+                self._started[txn_id] = now_ms
+                self._changed()
             if now_ms - self._prepare_sent.get(txn_id, -period) >= period:
                 voted = self._votes.get(txn_id, {})
                 self._send_prepares(txn, [s for s in txn.slots if s.participant not in voted])
@@ -253,12 +260,24 @@ class CoordinatorApp:
                 self._send_decisions(txn_id, waiting)
 
     def proposals(self) -> list[bytes]:
+        """Recomputed only when a vote, an execution or an expiring timer changed the answer
+        (PBFT asks after every step)."""
+        if self._proposals_cache is not None and self._now < self._proposals_expire:
+            return list(self._proposals_cache)
         out = []
+        expire = None
         for txn in self._pending.values():
             decide = self._due_decide(txn)
             if decide is not None:
                 out.append(encode(decide))
-        return out
+            elif txn.txn_id in self._started:
+                deadline = self._started[txn.txn_id] + self.config.vote_timeout_ms
+                expire = deadline if expire is None else min(expire, deadline)
+        self._proposals_cache, self._proposals_expire = out, (expire if expire is not None else float("inf"))
+        return list(out)
+
+    def _changed(self) -> None:
+        self._proposals_cache = None
 
     def validate_proposal(self, proposal: bytes) -> Verdict:
         """The rule a correct replica applies to a DECIDE before it prepares it:
@@ -353,6 +372,7 @@ class CoordinatorApp:
         previous = votes.get(participant)
         if previous is None:
             votes[participant] = (vote, envelope)
+            self._changed()
         elif (previous[0].yes, previous[0].reads) != (vote.yes, vote.reads):
             self.evidence.append(Evidence(self.replica_id, participant, "equivocating-vote", (previous[1], envelope)))
 
