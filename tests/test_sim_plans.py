@@ -1,0 +1,55 @@
+"""Fault plans are reproducible, stay within the fault model, and the verification cache changes
+nothing but CPU time."""
+
+from __future__ import annotations
+
+from dtm_ray.faults import PBFT_BEHAVIOURS
+from dtm_ray.sim.plans import FaultPlan, Step, random_plan, run_plan
+
+
+def test_a_seed_always_gives_the_same_plan_and_sizes_4_and_7_both_occur():
+    assert random_plan(5) == random_plan(5)
+    assert {random_plan(s).n for s in range(40)} == {4, 7}
+
+
+def test_plans_respect_the_fault_budget_and_use_only_replica_attacks():
+    for seed in range(300):
+        plan = random_plan(seed)
+        wiped = {s.args[0] for s in plan.steps if s.action == "wipe"}
+        byz = {r for r, _ in plan.byzantine}
+        assert len(byz | wiped) <= plan.f, plan.describe()
+        assert all(name in PBFT_BEHAVIOURS for _, name in plan.byzantine)
+        assert plan.steps[-1].action == "heal" and plan.steps[-1].at_ms == plan.heal_at_ms
+        assert all(s.at_ms <= plan.heal_at_ms for s in plan.steps)
+
+
+def test_every_behaviour_and_fault_kind_is_drawn_in_the_ci_seeds():
+    plans = [random_plan(n * 100_000 + i, n) for n in (4, 7) for i in range(250)]
+    assert {name for p in plans for _, name in p.byzantine} == set(PBFT_BEHAVIOURS)
+    kinds = {s.action for p in plans for s in p.steps}
+    assert kinds >= {"turn", "crash", "restart", "wipe", "partition", "heal-partition", "slow", "lossy", "heal"}
+    assert any(r == "R0" for p in plans for r, _ in p.byzantine)  # the primary is sometimes Byzantine
+
+
+def test_the_plan_reads_as_a_schedule():
+    text = random_plan(400_004, 4).describe()
+    assert text.startswith("n=4 f=1") and "heal at t=" in text
+
+
+def test_a_run_replays_exactly_from_its_seed_and_the_cache_changes_nothing_but_cost():
+    plan = random_plan(700_003, 7)
+    first, again, uncached = run_plan(plan), run_plan(plan), run_plan(plan, verify_cache=False)
+    assert first.world.sim.outputs == again.world.sim.outputs
+    assert first.world.sim.outputs == uncached.world.sim.outputs
+    assert first.world.sim.journal == uncached.world.sim.journal
+    cache = first.world.verify_cache
+    assert cache.hits > 0 and uncached.world.verify_cache is None
+
+
+def test_a_failing_run_reports_seed_plan_violations_and_how_to_replay():
+    plan = FaultPlan(9, 4, clients=1, requests_per_client=3, byzantine=(), steps=(Step(50, "heal"),), heal_at_ms=50,
+                     think_ms=300)  # requests keep coming after the heal
+    result = run_plan(plan, liveness_bound_ms=1)  # far too short: liveness must fail
+    assert [v.prop for v in result.violations] == ["liveness"]
+    report = result.report()
+    assert "seed=9" in report and "DTM_SEED=9" in report and "VIOLATION liveness" in report
