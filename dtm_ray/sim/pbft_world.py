@@ -126,7 +126,9 @@ class PbftWorld:
 
     def violations(self, *, liveness_bound_ms: int) -> list[Violation]:
         bound = 2 * self.config.watermark_window + self.config.batch_size
-        return (self.safety_violations()
+        unsent = {c: k for c, k in self.to_submit.items() if k}
+        stalled = [Violation("liveness", f"the workload did not finish: still to send {unsent}")] if unsent else []
+        return (self.safety_violations() + stalled
                 + checkers.bounded_log(self.sim.outputs, self.correct, bound, self.statuses())
                 + checkers.liveness(self.sim.outputs, self.submitted, self.healed_at_ms, liveness_bound_ms,
                                     self.sim.now_ms))
