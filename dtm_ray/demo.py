@@ -204,7 +204,9 @@ class Attack:
     def crash_backup(self) -> None:
         began, n = time.monotonic(), self.cluster.config.replica_count
         primary = self._primary_index()
-        b = self.victims["crashed"] = next(i for i in range(n - 1, -1, -1) if i != primary)
+        spared = {primary, self.victims.get("equivocator")}  # crash a replica not yet in the story
+        b = self.victims["crashed"] = next((i for i in range(n - 1, -1, -1) if i not in spared),
+                                           next(i for i in range(n) if i != primary))
         self.cluster.chaos.kill(b)
         self._event(began, f"R{b} crashes", f"R{b} (a backup) is down")
 
