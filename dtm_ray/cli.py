@@ -232,6 +232,11 @@ def resolve_config(args: argparse.Namespace, environ: dict[str, str] | None = No
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid value for {name}") from None
             if name == "clients" and isinstance(values[name], str):
                 values[name] = _names(values[name])
+            if name == "participants" and isinstance(values[name], str):
+                try:
+                    values[name] = _participants(values[name])
+                except argparse.ArgumentTypeError as exc:
+                    raise ConfigError(f"{ENV_PREFIX}PARTICIPANTS: {exc}") from None
     for name in names:
         flag = getattr(args, f"cfg_{name}", None)
         if flag is not None:

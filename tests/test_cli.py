@@ -118,9 +118,10 @@ def test_precedence_defaults_file_environment_flags(tmp_path):
     path.write_text("dtm:\n  batch_size: 50\n  tick_ms: 7\n  log_level: INFO\n")
     assert cli.resolve_config(_args([]), environ={}).batch_size == 100  # ClusterConfig's default
     assert cli.resolve_config(_args(["--config", str(path)]), environ={}).batch_size == 50
-    env = {"DTM_RAY_BATCH_SIZE": "60", "DTM_RAY_CLIENTS": "ann,ben"}
+    env = {"DTM_RAY_BATCH_SIZE": "60", "DTM_RAY_CLIENTS": "ann,ben", "DTM_RAY_PARTICIPANTS": "x=kv,y=queue"}
     cfg = cli.resolve_config(_args(["--config", str(path)]), environ=env)
     assert (cfg.batch_size, cfg.tick_ms, cfg.clients) == (60, 7, ("ann", "ben"))
+    assert dict(cfg.participants) == {"x": "kv", "y": "queue"}
     cfg = cli.resolve_config(_args(["--config", str(path), "--batch-size", "70", "--participants", "a=kv,q=queue"]),
                              environ=env)
     assert (cfg.batch_size, cfg.tick_ms, dict(cfg.participants)) == (70, 7, {"a": "kv", "q": "queue"})
