@@ -35,6 +35,8 @@ from dtm_ray.node import Node, drive
 from actors import names
 
 MAX_INFLIGHT = 2
+BUSY_TICK_MS = 3
+BUSY_WINDOW_MS = 200
 MAX_BUFFERED = 20_000
 
 Transformer = Callable[[str, bytes], Any]
@@ -58,6 +60,7 @@ class Host:
         self._handles: dict[str, Any] = {}
         self._wake = asyncio.Event()
         self._clock0 = time.monotonic()
+        self._last_activity_ms = 0
         self.counters: collections.Counter = collections.Counter()
         self._loop_task = asyncio.get_event_loop().create_task(self._run())
 
@@ -74,9 +77,11 @@ class Host:
             self.counters["messages_in"] += 1
             self.counters["bytes_in"] += len(payload)
             self.core.receive(sender, payload)
+        self._last_activity_ms = self.now_ms()
         self._wake.set()
 
     def wake(self) -> None:
+        self._last_activity_ms = self.now_ms()
         self._wake.set()
 
     def now_ms(self) -> int:
@@ -85,8 +90,13 @@ class Host:
     # -- the loop -------------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
+            # Busy (something happened in the last BUSY_WINDOW_MS): tick often, so that a core's
+            # short timers (a primary's batch_wait_ms) fire promptly. Idle: tick slowly, so an idle
+            # cluster costs little CPU (11 processes share this machine with everything else).
+            busy = self.now_ms() - self._last_activity_ms < BUSY_WINDOW_MS
+            timeout = min(self.tick_ms, BUSY_TICK_MS) if busy else self.tick_ms
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.tick_ms / 1000)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout / 1000)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
@@ -103,6 +113,7 @@ class Host:
     def turn(self) -> None:
         """Tick the core, then drive it until it has nothing more to do this instant."""
         self.core.tick(self.now_ms())
+        activity = self.counters["messages_in"] + self.counters["messages_out"]
         for _ in range(8):  # applying outputs may produce more work; bounded, the next turn resumes
             synced = getattr(self.storage, "synced_writes", 0)
             outputs = drive(self.core, self.storage, self._enqueue)
@@ -114,6 +125,8 @@ class Host:
             if not outputs and synced == getattr(self.storage, "synced_writes", 0):
                 break
         self._flush()
+        if self.counters["messages_in"] + self.counters["messages_out"] != activity or any(self._buffers.values()):
+            self._last_activity_ms = self.now_ms()
 
     # -- output ---------------------------------------------------------------------------------
     def _enqueue(self, messages: list[tuple[str, bytes]]) -> None:

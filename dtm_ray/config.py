@@ -58,7 +58,7 @@ class ClusterConfig:
     # client -> {"participants": [names] | None, "ops": [op kinds] | None}; absent: unrestricted
     policies: Mapping[str, Any] = field(default_factory=dict)
     # -- host loop --------------------------------------------------------------------------------
-    tick_ms: int = 10  # how often an actor ticks its core and flushes
+    tick_ms: int = 50  # how often an idle actor ticks its core (a busy one ticks every 3 ms)
     submit_timeout_s: float = 30.0  # Client.submit gives up (raises) after this
     # -- operations -------------------------------------------------------------------------------
     log_level: str = "INFO"
