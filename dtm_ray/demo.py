@@ -465,7 +465,7 @@ def _show(cluster: Any, load: BankLoad, attack: Attack, options: DemoOptions, co
     def frame() -> Any:
         nonlocal snapshot_taken
         now = time.monotonic()
-        status = cluster.status(timeout_s=1.0)
+        status = cluster.status(timeout_s=2.0)
         phase = f"t={now - t0:5.1f}s / {options.duration_s:.0f}s  phase: {attack.phase}"
         view = render(status, load=load.counters, phase=phase, now=now)
         if options.snapshot and not snapshot_taken and "down" in attack.phase:

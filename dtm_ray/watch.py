@@ -30,7 +30,8 @@ from rich.text import Text
 def replica_health(replica: dict) -> str:
     """One word (or two) for a replica's condition, worst first."""
     if not replica.get("alive"):
-        return "down"
+        # Cluster.status marks a party that failed ("error") or merely did not answer in time
+        return "down" if replica.get("error") else "no answer"
     if replica.get("byzantine"):
         return f"byzantine:{replica['byzantine']}"
     if replica.get("view_changing"):
@@ -71,7 +72,8 @@ def one_line(status: dict) -> str:
 # Rendering
 
 
-_HEALTH_STYLE = {"ok": "green", "down": "bold red", "view-change": "yellow", "catching-up": "cyan"}
+_HEALTH_STYLE = {"ok": "green", "down": "bold red", "no answer": "red", "view-change": "yellow",
+                 "catching-up": "cyan"}
 
 
 def replica_table(status: dict) -> Table:
@@ -100,7 +102,8 @@ def participant_table(status: dict) -> Table:
         table.add_column(column, justify="left" if column in ("name", "kind", "status") else "right")
     for name, p in (status.get("participants") or {}).items():
         if not p.get("alive"):
-            table.add_row(name, "-", "-", "-", "-", "-", "-", Text("down", style="bold red"))
+            table.add_row(name, "-", "-", "-", "-", "-", "-",
+                          Text("down" if p.get("error") else "no answer", style="bold red"))
             continue
         health = f"byzantine:{p['byzantine']}" if p.get("byzantine") else "ok"
         table.add_row(name, str(p.get("kind", "?")), str(p.get("committed", "?")), str(p.get("aborted", "?")),

@@ -23,7 +23,7 @@ def _status(**overrides):
                  "stable_checkpoint": 32, "evidence": {"equivocation": i}, "rejected": {}, "byzantine": None,
                  "view_changing": False, "state_transfer_target": 0} for i in range(4)]
     replicas[0]["byzantine"] = "equivocate"
-    replicas[3] = {"id": "R3", "alive": False}
+    replicas[3] = {"id": "R3", "alive": False, "error": "ActorDiedError"}
     status = {"replicas": replicas,
               "participants": {"db-0": {"alive": True, "kind": "kv", "committed": 9, "aborted": 1, "prepared": 0,
                                         "in_doubt": 0, "locks": 0, "byzantine": None}}}
@@ -35,6 +35,11 @@ def test_one_line_summarises_the_cluster():
     line = watch.one_line(_status())
     assert line == ("view 1 (primary R1), executed seq 42, 3/4 replicas up, evidence 3, "
                     "R0=byzantine:equivocate R3=down")
+
+
+def test_a_party_that_did_not_answer_in_time_is_not_called_down():
+    assert watch.replica_health({"id": "R1", "alive": False}) == "no answer"
+    assert watch.replica_health({"id": "R1", "alive": False, "error": "RayActorError"}) == "down"
 
 
 def test_the_live_view_shows_each_replica_and_the_load():
