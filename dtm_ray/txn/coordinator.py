@@ -352,8 +352,12 @@ class CoordinatorApp:
         return started is not None and self._now - started >= self.config.vote_timeout_ms
 
     def _on_vote_batch(self, env: Envelope, batch: VoteBatch) -> None:
-        envelope = encode(env)
-        if self._open_vote_batch(envelope) is None:
+        envelope = encode(env)  # canonical: the very bytes the participant sent, kept as evidence
+        key = digest(envelope)
+        if key not in self._verified:
+            valid = batch.participant == env.sender and self.keys.verify(env.sender, env.body, env.auth)
+            self._remember_verified(key, batch if valid else None)
+        if self._verified[key] is None:
             self.rejected[env.sender] += 1
             return
         for vote in batch.votes:
