@@ -50,6 +50,10 @@ class PbftWorld:
     submitted: set[tuple[str, int]] = field(default_factory=set)
     to_submit: dict[str, int] = field(default_factory=dict)  # client -> requests still to send
     think_ms: int = 0  # a client waits up to this long (uniformly) before its next request
+    _answered: set[tuple[str, int]] = field(default_factory=set)  # submitted and answered (kept by a watcher)
+
+    def __post_init__(self) -> None:
+        self.sim.watch(self._on_output)
     healed_at_ms: int = 0
 
     # -- the parties ----------------------------------------------------------------------------
@@ -91,7 +95,6 @@ class PbftWorld:
         for client in self.clients:
             self.to_submit[client] = requests_per_client
             self._next(client)
-        self.sim.watch(self._on_output)
 
     def _next(self, client: str) -> None:
         if self.to_submit.get(client, 0) > 0:
@@ -99,7 +102,12 @@ class PbftWorld:
             self.submit(client)
 
     def _on_output(self, observed: Observed) -> None:
-        if isinstance(observed.output, ClientResult) and observed.party in self.to_submit:
+        if not isinstance(observed.output, ClientResult):
+            return
+        request = (observed.output.client, observed.output.request_id)
+        if request in self.submitted:
+            self._answered.add(request)
+        if observed.party in self.to_submit:
             client = observed.party
             pause = self.sim.rng.randint(0, self.think_ms) if self.think_ms else 0
             self.sim.schedule(self.sim.now_ms + pause, lambda sim: self._next(client))
@@ -108,10 +116,8 @@ class PbftWorld:
         return {(o.output.client, o.output.request_id) for o in self.sim.outputs if isinstance(o.output, ClientResult)}
 
     def workload_done(self) -> bool:
-        return not any(self.to_submit.values()) and self._answered_count() >= len(self.submitted)
-
-    def _answered_count(self) -> int:
-        return len(self.answered() & self.submitted)
+        """Every client sent all its requests and got every answer (cheap: called after every event)."""
+        return len(self._answered) == len(self.submitted) and not any(self.to_submit.values())
 
     # -- the properties -------------------------------------------------------------------------
     def statuses(self) -> dict[str, dict]:
