@@ -17,7 +17,8 @@ the participants' audit logs); and the cluster commits again once the faults are
 
 Output: a live view (or plain progress lines when stdout is not a terminal), a summary table, a
 verdict line, and a PNG plot of throughput with the fault markers. The exit code is 1 when an
-invariant broke, 130 on Ctrl-C (the cluster is shut down either way).
+invariant broke (safety, or liveness: no commit once the faults healed), 130 on Ctrl-C (the
+cluster is shut down either way).
 """
 
 from __future__ import annotations
@@ -43,6 +44,20 @@ from dtm_ray.watch import LoadCounters, current_view, one_line, render
 
 VERDICT_OK = "verdict: invariants held"
 VERDICT_BROKEN = "verdict: INVARIANTS BROKEN"
+VERDICT_STALLED = "verdict: safety invariants held, but the cluster STALLED"
+
+
+def verdict_line(anomalies: list[str]) -> str:
+    """Safety (bank, atomicity) first; a cluster that is safe but stopped committing is told apart."""
+    def listed(items: list[str]) -> str:
+        return "; ".join(items[:5]) + (" ..." if len(items) > 5 else "")
+
+    safety = [a for a in anomalies if not a.startswith("liveness:")]
+    if safety:
+        return f"{VERDICT_BROKEN}: {listed(safety)}"
+    if anomalies:
+        return f"{VERDICT_STALLED}: {listed(anomalies)}"
+    return f"{VERDICT_OK} (bank, atomicity, liveness after healing)"
 
 
 @dataclass
@@ -441,11 +456,8 @@ def _run_on(cluster: Any, clients: list[str], kv: list[str], options: DemoOption
     console.print(summary_table(summary, checks))
     write_plot(options.out, records, attack.events, t0_ns, load_s)
     console.print(f"plot written to {options.out}")
-    if anomalies:
-        verdict = f"{VERDICT_BROKEN}: " + "; ".join(anomalies[:5]) + (" ..." if len(anomalies) > 5 else "")
-    else:
-        verdict = f"{VERDICT_OK} (bank, atomicity, liveness after healing)"
-    console.print(verdict, style="bold red" if anomalies else "bold green", markup=False)
+    verdict = verdict_line(anomalies)
+    console.print(verdict, style="bold red" if anomalies else "bold green", markup=False, highlight=False)
     return DemoReport(1 if anomalies else 0, verdict, anomalies, summary, attack.events)
 
 

@@ -88,6 +88,14 @@ def test_the_demo_refuses_a_used_data_dir(tmp_path):
     demo.check_data_dir(str(tmp_path / "fresh"))  # absent: fine
 
 
+def test_verdicts_tell_safety_from_a_stall():
+    assert demo.verdict_line([]).startswith("verdict: invariants held")
+    stalled = demo.verdict_line(["liveness: no transaction committed after the faults healed"])
+    assert stalled.startswith("verdict: safety invariants held, but the cluster STALLED: liveness: no")
+    broken = demo.verdict_line(["liveness: x", "bank: total-changed: balances sum to 790, expected 800"])
+    assert broken == "verdict: INVARIANTS BROKEN: bank: total-changed: balances sum to 790, expected 800"
+
+
 def test_latency_percentiles():
     records = [{"status": "ok", "start_ns": 0, "end_ns": ms * 1_000_000} for ms in range(1, 101)]
     assert demo.latency_ms(records) == (50.5, 100.0)
