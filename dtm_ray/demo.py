@@ -401,6 +401,8 @@ def run(cfg: ClusterConfig, options: DemoOptions, console: Console | None = None
         raise ConfigError("the demo needs at least one participant of kind 'kv' for the bank")
     console.print(f"[bold]dtm-ray demo[/]: n={cfg.replica_count} replicas (f={cfg.f}), participants "
                   f"{dict(cfg.participants)}, load {options.duration_s:.0f} s from {clients}")
+    if cfg.address is None:  # Ray's default for a local Ray, said explicitly (and so not announced)
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     started = time.monotonic()
     cluster = None
     try:
