@@ -357,11 +357,27 @@ PBFT_BEHAVIOURS: tuple[str, ...] = tuple(CATALOGUE)  # the replica-protocol atta
 
 
 def make_behaviour(name: str, *, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Behaviour:
-    """The behaviour ``name`` of the catalogue, for the replica that owns ``keys``."""
-    factory = CATALOGUE.get(name)
-    if factory is None:
-        raise ConfigError(f"unknown Byzantine behaviour {name!r}; known: {', '.join(sorted(CATALOGUE))}")
-    return factory(keys=keys, config=config, rng=rng)
+    """The behaviour ``name`` of the catalogue, for the replica that owns ``keys``. Names joined
+    by ``+`` compose, left first: ``"equivocate+delay"`` equivocates, then holds messages back."""
+    parts = name.split("+")
+    unknown = [p for p in parts if p not in CATALOGUE]
+    if unknown:
+        raise ConfigError(f"unknown Byzantine behaviour {unknown[0]!r}; known: {', '.join(sorted(CATALOGUE))}")
+    return chain(*(CATALOGUE[p](keys=keys, config=config, rng=rng) for p in parts))
+
+
+def chain(*behaviours: Behaviour) -> Behaviour:
+    """Apply ``behaviours`` in order to every message (each to every output of the previous)."""
+    if len(behaviours) == 1:
+        return behaviours[0]
+
+    def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:
+        out: list[Outgoing] = [(dest, payload)]
+        for b in behaviours:
+            out = [o for d, p in out for o in b(d, p)]
+        return out
+
+    return behaviour
 
 
 # The transaction layer's behaviours (``dtm_ray.txn.byzantine``: forge-decision, forge-votes on a

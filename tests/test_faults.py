@@ -168,3 +168,13 @@ def _fails_auth(env) -> bool:
 def test_open_own_ignores_other_senders():
     assert open_own(KEYS["R1"], preprepare()) is None
     assert open_own(KEYS["R0"], preprepare()) is not None
+
+
+def test_composed_behaviours_apply_left_to_right():
+    behaviour = make("wrong-digest+replay", me="R1", seed=2)
+    sent = [seal(KEYS["R1"], Prepare(0, i, b"d" * 32)) for i in range(20)]
+    out = [p for m in sent for _, p in behaviour("R2", m)]
+    assert len(out) > len(sent)  # replayed
+    assert all(signed_by(p, "R1", Prepare).digest != b"d" * 32 for p in out)  # every copy has a wrong digest
+    with pytest.raises(ConfigError, match="teleport"):
+        make("replay+teleport")

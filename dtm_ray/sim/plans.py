@@ -73,7 +73,7 @@ def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] 
     byz = candidates[:k_byz]
     if byz and rng.random() < 0.4:
         byz[0] = replicas[0]  # the primary of view 0
-    byzantine = tuple(sorted((r, rng.choice(names)) for r in byz))
+    byzantine = tuple(sorted((r, _attack(rng, names)) for r in byz))
     wipe_budget = f - len(byz)
 
     steps: list[Step] = []
@@ -106,6 +106,16 @@ def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] 
     requests = rng.randint(4, 10)
     return FaultPlan(seed, n, clients=rng.randint(1, 3), requests_per_client=requests, byzantine=byzantine,
                      steps=tuple(steps), heal_at_ms=heal_at, think_ms=rng.choice((0, 2 * heal_at // requests)))
+
+
+def _attack(rng: random.Random, names: list[str]) -> str:
+    """One behaviour of the catalogue, or (one time in five) two composed: "equivocate+delay"."""
+    first = rng.choice(names)
+    if rng.random() < 0.2:
+        second = rng.choice([n for n in names if n not in (first, "mute")] or [first])
+        if first != "mute":
+            return f"{first}+{second}"
+    return first
 
 
 def apply_plan(world: PbftWorld, plan: FaultPlan) -> None:
