@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dtm_ray.api import Cluster  # imports no Ray: that happens in connect()
 from dtm_ray.config import ClusterConfig
 from dtm_ray.errors import ConfigError, LocalError
 
@@ -50,12 +52,21 @@ class SessionError(LocalError):
 # Where sessions are recorded
 
 
+_SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _SESSION_NAME.match(name):
+        raise ConfigError(f"cluster name {name!r} must be letters, digits, '_', '.', '-' (at most 64)")
+    return name
+
+
 def home() -> Path:
     return Path(os.environ.get("DTM_RAY_HOME") or Path.home() / ".dtm-ray")
 
 
 def session_file(name: str) -> Path:
-    return home() / "sessions" / f"{name}.json"
+    return home() / "sessions" / f"{check_name(name)}.json"
 
 
 def daemon_log(name: str) -> Path:
@@ -261,13 +272,7 @@ def connect(name: str = DEFAULT_NAME, *, address: str | None = None) -> "Attache
     return AttachedCluster(info, disconnect_on_shutdown=joined)
 
 
-def _attached_base():
-    from dtm_ray.api import Cluster
-
-    return Cluster
-
-
-class AttachedCluster(_attached_base()):  # type: ignore[misc]
+class AttachedCluster(Cluster):
     """A ``Cluster`` another process owns: every operation works, ``shutdown`` only detaches."""
 
     def __init__(self, info: dict, *, disconnect_on_shutdown: bool) -> None:

@@ -61,6 +61,7 @@ def one_error_line(err: str) -> str:
     (["status"], 1, "no running cluster named 'default'"),
     (["status", "--name", "lab"], 1, "no running cluster named 'lab'"),
     (["stop"], 1, "no running cluster named 'default'"),
+    (["start", "--name", "../etc"], 1, "cluster name '../etc' must be letters"),
     (["chaos", "crash", "1"], 1, "no running cluster"),
     (["submit", "{not json"], 1, "not valid JSON"),
     (["submit", '[["teleport", "db-0", "k"]]'], 1, "unknown op 'teleport'"),
