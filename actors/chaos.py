@@ -15,9 +15,16 @@ Targets are replica indices (``2`` is ``R2``) or party names (``"db-0"``, ``"ali
 
 Every operation returns when it has taken effect (the re-created actor answers), so a test or a
 shell session can act on it at once.
+
+The chaos actor also **supervises placement**: a party pinned to a Ray node that is gone cannot
+be restarted by Ray (``ActorUnschedulableError``), so a background thread re-creates it on the
+live node with the fewest parties (where, without its disk, a replica recovers by state transfer).
 """
 
 from __future__ import annotations
+
+import collections
+import threading
 
 import ray
 
@@ -34,6 +41,10 @@ class Chaos:
         self.dead: set[str] = set()
         self.byzantine_parties: dict[str, str] = {}
         self.groups: list[list[str]] = []
+        self.moved: list[tuple[str, str]] = []  # (party, new node) re-created by the supervisor
+        self._lock = threading.RLock()  # operator calls and the supervisor thread
+        self._stop = threading.Event()
+        threading.Thread(target=self._supervise, name="placement-supervisor", daemon=True).start()
 
     def party(self, target: int | str) -> str:
         if isinstance(target, int) and not isinstance(target, bool):
@@ -46,24 +57,36 @@ class Chaos:
 
     # -- crashes --------------------------------------------------------------------------------
     def crash(self, target) -> str:
-        party = self.party(target)
+        with self._lock:
+            return self._crash(self.party(target))
+
+    def _crash(self, party: str) -> str:
         launch.crash_and_wait(self.handles[party])
         self._reapply(party)
         return party
 
     def kill(self, target) -> str:
-        party = self.party(target)
+        with self._lock:
+            return self._kill(self.party(target))
+
+    def _kill(self, party: str) -> str:
         launch.kill(self.handles[party], restart=False)
         self.dead.add(party)
         return party
 
     def restart(self, target) -> str:
-        party = self.party(target)
+        with self._lock:
+            return self._restart(self.party(target))
+
+    def _restart(self, party: str) -> str:
         self._recreate(party)
         return party
 
     def wipe(self, target) -> str:
-        party = self.party(target)
+        with self._lock:
+            return self._wipe(self.party(target))
+
+    def _wipe(self, party: str) -> str:
         spec = self.specs[party]
         self.specs[party] = dict(spec, epoch=spec.get("epoch", 0) + 1)
         self._recreate(party)
@@ -117,6 +140,34 @@ class Chaos:
         live = [p for p in self.specs if p not in self.dead]
         ray.get([self.handles[p].set_blocked.remote(self._blocked_for(p)) for p in live])
 
+    # -- placement supervision ------------------------------------------------------------------
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.supervise_once()
+            except Exception:  # a transient Ray error: look again next second
+                pass
+
+    def supervise_once(self) -> list[str]:
+        """Re-create every live party pinned to a node that is no longer alive."""
+        with self._lock:
+            alive = launch.alive_nodes()
+            if not alive:
+                return []
+            load = collections.Counter(s.get("node") for s in self.specs.values())
+            moved = []
+            for party, spec in list(self.specs.items()):
+                node = spec.get("node")
+                if node is None or node in alive or party in self.dead:
+                    continue
+                target = min(alive, key=lambda n: (load[n], n))
+                load[target] += 1
+                self.specs[party] = dict(spec, node=target)
+                self._recreate(party)
+                self.moved.append((party, target))
+                moved.append(party)
+            return moved
+
     def adopt(self, party: str, spec: dict, handle) -> None:
         """A party created after the chaos actor (a client): it can be crashed and restarted too."""
         self.specs[party] = spec
@@ -125,7 +176,7 @@ class Chaos:
     # -- observation ----------------------------------------------------------------------------
     def plan(self) -> dict:
         return {"dead": sorted(self.dead), "byzantine": dict(self.byzantine_parties),
-                "partition": self.groups}
+                "partition": self.groups, "moved": [list(m) for m in self.moved]}
 
     def handle(self, party: str):
         return self.handles[party]

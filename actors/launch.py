@@ -21,8 +21,9 @@ def alive_nodes() -> list[str]:
 def launch(spec: dict, *, spread: bool = False):
     """Create the actor for ``spec``; Ray restarts it (rerunning ``__init__``) when it crashes.
 
-    ``spec["node"]``, when set, is a *soft* node affinity: the party prefers that node, and when
-    the node is gone Ray places (and restarts) it on another one."""
+    ``spec["node"]``, when set, pins the party to that Ray node (hard affinity: a soft one lets
+    Ray pack zero-CPU actors together, defeating the spread). Ray cannot restart a pinned actor
+    whose node is gone; the chaos actor's supervisor re-creates it on a live node."""
     cls = _CLASSES.get(spec["role"], PartyActor)
     remote = _REMOTE.get(cls)
     if remote is None:
@@ -32,7 +33,7 @@ def launch(spec: dict, *, spread: bool = False):
     if spec.get("node"):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec["node"], soft=True)
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec["node"], soft=False)
     elif spread:
         options["scheduling_strategy"] = "SPREAD"
     deadline = time.monotonic() + 30

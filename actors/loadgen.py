@@ -102,9 +102,23 @@ def bank_final(cluster, accounts):
 
 
 def check_bank_run(cluster, accounts, total, records):
+    """The bank invariant on the final balances and every full read, then atomicity."""
     reads = [(r["txn_id"], dict(zip(accounts, r["reads"]))) for r in records
              if r["kind"] == "read" and r["status"] == "ok"]
     anomalies = check_bank(total, bank_final(cluster, accounts), reads)
+    assert not anomalies, [str(a) for a in anomalies]
+    check_atomicity_run(cluster, records)
+
+
+def check_atomicity_run(cluster, records):
+    """No transaction split across participants, none applied against what its client was told."""
+    from dtm_ray.checks.atomicity import check_atomicity
+    from dtm_ray.txn.ops import TxnResult
+
+    results = {r["txn_id"]: TxnResult(r["status"] == "ok", "commit" if r["status"] == "ok" else "abort",
+                                      r["txn_id"], r["reads"], r["reason"])
+               for r in records if r["status"] != "info"}
+    anomalies = check_atomicity(cluster.applied(), results)
     assert not anomalies, [str(a) for a in anomalies]
 
 

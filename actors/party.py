@@ -93,8 +93,26 @@ class PartyActor:
 
 
 class ParticipantActor(PartyActor):
+    """A participant; it also remembers the ``Applied`` events of this incarnation (bounded), so
+    that the atomicity checker can compare outcomes across participants."""
+
+    MAX_APPLIED = 200_000
+
+    def __init__(self, spec: dict) -> None:
+        self._applied: list[Any] = []
+        super().__init__(spec)
+
     async def state(self) -> Any:
         return self.core.state()
+
+    async def applied(self) -> list[Any]:
+        return list(self._applied)
+
+    def on_outputs(self, outputs: list[Any]) -> None:
+        super().on_outputs(outputs)
+        self._applied.extend(o for o in outputs if type(o).__name__ == "Applied")
+        if len(self._applied) > self.MAX_APPLIED:
+            del self._applied[: len(self._applied) - self.MAX_APPLIED]
 
 
 class ClientActor(PartyActor):

@@ -77,8 +77,15 @@ def _ensure_ray(cfg: ClusterConfig) -> bool:
     if cfg.address is not None:
         ray.init(address=cfg.address, log_to_driver=False)
         return False
-    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             _temp_dir=tempfile.mkdtemp(prefix="dtmray-"), configure_logging=False)
+    for attempt in range(2):  # Ray gives its raylet a fixed 30 s to register: once more on a busy machine
+        try:
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                     _temp_dir=tempfile.mkdtemp(prefix="dtmray-"), configure_logging=False)
+            return True
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt:
+                raise
+            ray.shutdown()
     return True
 
 
@@ -213,6 +220,14 @@ class Cluster:
         if name not in self.config.participants:
             raise ConfigError(f"unknown participant {name!r}: participants are {list(self.config.participants)}")
         return ray.get(self._current_handle(name).state.remote(), timeout=30)
+
+    def applied(self) -> list[Any]:
+        """Every participant's ``Applied`` events since its process started (for the atomicity
+        checker, ``dtm_ray.checks.atomicity``)."""
+        import ray
+
+        refs = [self._current_handle(p).applied.remote() for p in self.config.participants]
+        return [event for events in ray.get(refs, timeout=30) for event in events]
 
     def status(self, timeout_s: float = 5.0) -> dict:
         """A plain, JSON-serialisable picture of every party (``alive: False`` if it did not answer)."""

@@ -23,11 +23,19 @@ RAY_ENV = {
 
 
 def _init_local_ray(temp_dir: str):
+    """Ray gives its raylet a fixed 30 s to register; on this shared 2-core machine under load
+    that is sometimes not enough, so try once more before failing the session."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp_dir, _node_ip_address="127.0.0.1",
-             namespace="dtm-tests", log_to_driver=False, configure_logging=False)
-    return ray
+    for attempt in range(2):
+        try:
+            ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp_dir, _node_ip_address="127.0.0.1",
+                     namespace="dtm-tests", log_to_driver=False, configure_logging=False)
+            return ray
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt:
+                raise
+            ray.shutdown()
 
 
 @pytest.fixture(scope="session")
