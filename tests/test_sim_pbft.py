@@ -1,7 +1,8 @@
 """Hundreds of seeded simulated PBFT runs under fault plans, each checked for every property.
 
 A failure prints the seed, the plan and the journal of what happened, and the command that
-replays it: ``DTM_SEED=<seed> python -m pytest tests/test_sim_pbft.py -k seed_replay``.
+replays it: ``DTM_SEED=<seed> DTM_N=<n> python -m pytest tests/test_sim_pbft.py -k seed_replay -s``
+(plus ``DTM_HARSH=1`` for a plan of the nightly sweep).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ def seeds(n: int, chunk: int) -> range:
     return range(start, start + RUNS_PER_CHUNK)
 
 
-def run_seeds(n: int, seed_range) -> None:
+def run_seeds(n: int, seed_range, harsh: bool = False) -> None:
     failures = []
     for seed in seed_range:
-        result = run_plan(random_plan(seed, n))
+        result = run_plan(random_plan(seed, n, harsh=harsh), liveness_bound_ms=60_000 if harsh else 20_000)
         if result.violations:
             failures.append(result.report())
     assert not failures, f"{len(failures)} of {len(seed_range)} seeded runs failed; first ones:\n\n" + \
@@ -41,7 +42,8 @@ def test_seed_replay():
     """Replays one seed (``DTM_SEED``, default a fixed one) and prints its plan and journal."""
     seed = int(os.environ.get("DTM_SEED", "400001"))
     n = int(os.environ["DTM_N"]) if "DTM_N" in os.environ else None
-    result = run_plan(random_plan(seed, n))
+    harsh = os.environ.get("DTM_HARSH") == "1"
+    result = run_plan(random_plan(seed, n, harsh=harsh), liveness_bound_ms=60_000 if harsh else 20_000)
     print(result.report())
     assert not result.violations, result.report()
 
@@ -49,4 +51,5 @@ def test_seed_replay():
 @pytest.mark.nightly
 @pytest.mark.parametrize("n", [4, 7])
 def test_nightly_sweep(n):
-    run_seeds(n, range(1_000_000 + n * 10_000, 1_000_000 + n * 10_000 + 2_000))
+    """2,000 harsh plans per size: longer fault phases, more crashes, partitions, loss, requests."""
+    run_seeds(n, range(1_000_000 + n * 10_000, 1_000_000 + n * 10_000 + 2_000), harsh=True)

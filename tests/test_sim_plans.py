@@ -54,4 +54,4 @@ def test_a_failing_run_reports_seed_plan_violations_and_how_to_replay():
     result = run_plan(plan, liveness_bound_ms=1)  # far too short: liveness must fail
     assert [v.prop for v in result.violations] == ["liveness"]
     report = result.report()
-    assert "seed=9" in report and "DTM_SEED=9" in report and "VIOLATION liveness" in report
+    assert "seed=9" in report and "DTM_SEED=9 DTM_N=4" in report and "VIOLATION liveness" in report

@@ -46,6 +46,7 @@ class FaultPlan:
     steps: tuple[Step, ...]
     heal_at_ms: int
     think_ms: int = 0  # clients pause up to this long between requests: the workload spans the faults
+    harsh: bool = False  # drawn by random_plan(seed, harsh=True)
 
     @property
     def f(self) -> int:
@@ -59,12 +60,15 @@ class FaultPlan:
                 f"schedule[{steps}] heal at t={self.heal_at_ms}ms")
 
 
-def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] | None = None) -> FaultPlan:
-    rng = random.Random(f"plan:{seed}")
+def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] | None = None,
+                harsh: bool = False) -> FaultPlan:
+    """The plan of ``seed``. ``harsh`` (the nightly sweep) means a longer fault phase with more
+    crashes, partitions, loss and requests; the CI plans of a seed never change with it."""
+    rng = random.Random(f"plan:{seed}" if not harsh else f"harsh-plan:{seed}")
     n = n if n is not None else rng.choice((4, 7))
     f = (n - 1) // 3
     replicas = list(replica_ids(n))
-    heal_at = rng.randint(200, 1500)
+    heal_at = rng.randint(200, 1500) if not harsh else rng.randint(1000, 5000)
     names = sorted(behaviours or PBFT_BEHAVIOURS)
 
     k_byz = rng.randint(1, f) if rng.random() < 0.8 else 0
@@ -81,7 +85,7 @@ def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] 
         if rng.random() < 0.4:  # a replica that turns Byzantine mid-run, with state and votes behind it
             steps.append(Step(rng.randint(1, heal_at), "turn", (replica, name)))
     honest = [r for r in replicas if r not in byz]
-    for _ in range(rng.choice((0, 1, 1, 2))):
+    for _ in range(rng.choice((0, 1, 1, 2)) if not harsh else rng.randint(1, 6)):
         victim = rng.choice(honest)
         down = rng.randint(0, heal_at - 20)
         up = min(heal_at, down + rng.randint(20, 600))
@@ -89,23 +93,27 @@ def random_plan(seed: int, n: int | None = None, *, behaviours: tuple[str, ...] 
         wipe_budget -= wipe
         steps.append(Step(down, "crash", (victim,)))
         steps.append(Step(up, "wipe" if wipe else "restart", (victim,)))
-    if rng.random() < 0.4:
-        side = rng.sample(replicas, rng.randint(1, n - 1))
-        rest = [r for r in replicas if r not in side]
-        at = rng.randint(0, heal_at - 10)
-        steps.append(Step(at, "partition", (tuple(sorted(side)), tuple(rest))))
-        if rng.random() < 0.5:
-            steps.append(Step(rng.randint(at, heal_at), "heal-partition"))
+    for _ in range(1 if not harsh else 3):
+        if rng.random() < 0.4:
+            side = rng.sample(replicas, rng.randint(1, n - 1))
+            rest = [r for r in replicas if r not in side]
+            at = rng.randint(0, heal_at - 10)
+            steps.append(Step(at, "partition", (tuple(sorted(side)), tuple(rest))))
+            if rng.random() < 0.5:
+                steps.append(Step(rng.randint(at, heal_at), "heal-partition"))
     if rng.random() < 0.2:
         steps.append(Step(rng.randint(0, heal_at), "slow", (rng.choice(replicas), rng.randint(20, 300))))
+    loss = 0.15 if not harsh else 0.35
     if rng.random() < 0.6:
-        steps.append(Step(0, "lossy", (round(rng.uniform(0, 0.15), 3), round(rng.uniform(0, 0.2), 3),
+        steps.append(Step(0, "lossy", (round(rng.uniform(0, loss), 3), round(rng.uniform(0, 0.2), 3),
                                        round(rng.uniform(0, 0.3), 3))))
     steps.append(Step(heal_at, "heal"))
     steps.sort(key=lambda s: s.at_ms)
-    requests = rng.randint(4, 10)
-    return FaultPlan(seed, n, clients=rng.randint(1, 3), requests_per_client=requests, byzantine=byzantine,
-                     steps=tuple(steps), heal_at_ms=heal_at, think_ms=rng.choice((0, 2 * heal_at // requests)))
+    requests = rng.randint(4, 10) if not harsh else rng.randint(10, 30)
+    clients = rng.randint(1, 3) if not harsh else rng.randint(2, 6)
+    return FaultPlan(seed, n, clients=clients, requests_per_client=requests, byzantine=byzantine,
+                     steps=tuple(steps), heal_at_ms=heal_at, think_ms=rng.choice((0, 2 * heal_at // requests)),
+                     harsh=harsh)
 
 
 def _attack(rng: random.Random, names: list[str]) -> str:
@@ -180,7 +188,8 @@ class RunResult:
 
     def report(self, test_file: str = "tests/test_sim_pbft.py") -> str:
         lines = [f"seed={self.plan.seed} plan: {self.plan.describe()}",
-                 f"reproduce: DTM_SEED={self.plan.seed} python -m pytest {test_file} -k seed_replay",
+                 f"reproduce: DTM_SEED={self.plan.seed} DTM_N={self.plan.n}{' DTM_HARSH=1' if self.plan.harsh else ''} "
+                 f"python -m pytest {test_file} -k seed_replay -s",
                  *(f"  VIOLATION {v}" for v in self.violations),
                  "journal:", *(f"  {j}" for j in self.world.sim.journal[-40:])]
         return "\n".join(lines)
