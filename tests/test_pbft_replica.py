@@ -342,3 +342,20 @@ def test_a_replica_that_missed_a_preprepare_asks_for_it_when_the_cluster_moves_o
     h.advance(300)
     assert h.replica("R3").executed == 3
     h.assert_agreement()
+
+
+def test_a_primary_that_censors_one_client_is_replaced():
+    h = Harness(4, clients=("c0", "victim"), view_change_timeout_ms=100)
+    # R0 ignores every request of the victim (sent to it, or forwarded by backups) and orders
+    # everybody else's: the cluster makes progress, only censorship detection can help
+    h.drop = lambda src, dst, p: dst == "R0" and decode(p, Envelope).sender == "victim"
+    h.submit(kvapp.incr("v"), "victim")
+    for _ in range(80):
+        run_increments(h, 1, "c0")
+        h.advance(20)
+        if h.results("victim"):
+            break
+    assert h.results("victim"), "the victim was never served"
+    assert h.replica("R1").view == 1
+    assert len(h.results("c0")) >= 10  # progress all along: the stall timer alone would never fire
+    h.assert_agreement()

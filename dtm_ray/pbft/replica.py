@@ -44,6 +44,7 @@ MAX_PENDING = 10_000  # requests remembered while waiting to be ordered
 MAX_PENDING_PER_CLIENT = 16
 MAX_EVIDENCE_KEPT = 1_000
 MAX_COUNTED_SENDERS = 1_000
+CENSORSHIP_FACTOR = 4  # a request that waits this many view-change timeouts replaces the primary
 MAX_ADMITTED_CACHE = 20_000  # authenticated request envelopes remembered (cleared when full)
 
 
@@ -106,6 +107,7 @@ class Replica:
         self.now = 0
         self.last_retransmit = 0
         self.checkpoint_taken_ms = 0
+        self.last_progress_ms = 0  # when we last executed a batch
         self.last_served: dict[str, int] = {}  # replica -> when we last sent it our state
         self.last_hinted: dict[str, int] = {}  # replica -> when we last told it our stable checkpoint
         self._resume: int | None = None  # after a restart: the view change to redo on first tick
@@ -574,6 +576,7 @@ class Replica:
             self._send_reply(client, request_id, result)
         self.executed = seq
         self.vc_attempts = 0
+        self.last_progress_ms = self.now
         self.next_seq = max(self.next_seq, seq + 1)
         self._out.output(Executed(self.id, pp.view, seq, pp.digest, tuple(fresh), len(pp.proposals)))
         if seq % self.config.checkpoint_interval == 0:
@@ -649,8 +652,19 @@ class Replica:
         if self.view_changing:
             if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self._start_view_change(self.vc_target + 1)  # the NEW-VIEW did not come: next one
-        elif self.waiting_since and not self.state_target and self.now - min(self.waiting_since.values()) >= self._timeout_ms():
-            self._start_view_change(self.view + 1)  # something waited too long: replace the primary
+        elif self.waiting_since and not self.state_target and self._primary_is_failing():
+            self._start_view_change(self.view + 1)
+
+    def _primary_is_failing(self) -> bool:
+        """Something we wait for (a request, a due App proposal) is not being executed: either
+        nothing executed for a timeout while we waited (PBFT's rule: a slow but working cluster
+        keeps its primary), or one item waited CENSORSHIP_FACTOR timeouts although others went
+        through (a primary that censors a client, or never proposes what the App needs)."""
+        oldest = min(self.waiting_since.values())
+        timeout = self._timeout_ms()
+        stalled = self.now - max(oldest, self.last_progress_ms) >= timeout
+        censored = self.now - oldest >= CENSORSHIP_FACTOR * timeout
+        return stalled or censored
 
     def _start_view_change(self, new_view: int) -> None:
         if new_view <= (self.vc_target if self.view_changing else self.view):
