@@ -120,3 +120,57 @@ def test_demo_end_to_end(tmp_path):
         assert f"check: {check}" in proc.stdout and "anomalies" not in proc.stdout, tail
     data = plot.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
+
+
+class _FakeChaos:
+    def __init__(self, cluster):
+        self.cluster = cluster
+
+    def byzantine(self, i, behaviour, seed=0):
+        self.cluster.faulty.add(i)
+        self.cluster.log.append(("byzantine", i, behaviour))
+
+    def heal(self, i):
+        self.cluster.faulty.discard(i)
+        self.cluster.log.append(("heal", i))
+
+    def kill(self, i):
+        self.cluster.faulty.add(i)
+        self.cluster.log.append(("kill", i))
+
+    def restart(self, i):
+        self.cluster.faulty.discard(i)
+        self.cluster.log.append(("restart", i))
+
+
+class _FakeCluster:
+    """Just enough of a Cluster for the attack: a primary that moves on after an equivocation."""
+
+    def __init__(self, n):
+        self.config = type("Config", (), {"replica_count": n})()
+        self.faulty, self.log, self.view, self.max_faulty = set(), [], 0, 0
+        self.chaos = _FakeChaos(self)
+
+    def status(self, timeout_s=None):
+        self.max_faulty = max(self.max_faulty, len(self.faulty))
+        if any(entry[0] == "byzantine" for entry in self.log):
+            self.view = 1  # the equivocator was voted out
+        n = self.config.replica_count
+        return {"replicas": [{"id": f"R{i}", "alive": True, "view": self.view, "primary": f"R{self.view % n}"}
+                             for i in range(n)]}
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_the_attack_never_has_more_than_one_faulty_replica_and_spares_the_story(n):
+    cluster = _FakeCluster(n)
+    attack = demo.Attack(cluster, duration_s=10, t0=0.0, seed=1)
+    for _, action in attack.steps():
+        action()
+        cluster.status()
+    assert [entry[0] for entry in cluster.log] == ["byzantine", "heal", "kill", "restart"]
+    equivocator, crashed = cluster.log[0][1], cluster.log[2][1]
+    assert equivocator == 0 and cluster.log[0][2] == "equivocate"  # the primary of view 0
+    assert crashed not in (equivocator, 1)  # neither the healed equivocator nor the new primary
+    assert cluster.max_faulty == 1 and not cluster.faulty
+    assert [e.label for e in attack.events] == ["R0 equivocates", "R0 healed", f"R{crashed} crashes",
+                                                f"R{crashed} restarts"]

@@ -97,6 +97,7 @@ def _watch_in_this_process(tmp_path):
     """connect() in a process already in Ray (a notebook, say) and one frame of watch()."""
     from dtm_ray import session
 
+    previous = os.environ.get("DTM_RAY_HOME")
     os.environ["DTM_RAY_HOME"] = str(tmp_path / "home")
     try:
         cluster = session.connect()
@@ -109,4 +110,7 @@ def _watch_in_this_process(tmp_path):
 
         assert ray.is_initialized()  # detaching did not disconnect the test session
     finally:
-        del os.environ["DTM_RAY_HOME"]
+        if previous is None:
+            del os.environ["DTM_RAY_HOME"]
+        else:
+            os.environ["DTM_RAY_HOME"] = previous
