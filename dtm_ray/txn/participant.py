@@ -253,19 +253,18 @@ class Participant:
     def _on_decided(self, item: DecisionItem) -> None:
         record = self._records.get(item.pseq)
         if record is None:  # a slot we have not reached: remember the outcome until we do
-            early = EarlyDecision(item.txn_id, item.pseq, item.commit)
-            self._early[item.pseq] = early
-            self._out.write(_slot_key(EARLY_PREFIX, item.pseq), encode(early))
-            return
-        if record.txn_id != item.txn_id:
+            self._remember_early(item)
+        elif record.txn_id != item.txn_id:
             self._anomaly(f"pseq {item.pseq}: decision for {item.txn_id} but prepared {record.txn_id}")
-            return
-        if record.vote is None and item.commit:  # cannot happen with f+1 correct: wait for our vote
-            early = EarlyDecision(item.txn_id, item.pseq, item.commit)
-            self._early[item.pseq] = early
-            self._out.write(_slot_key(EARLY_PREFIX, item.pseq), encode(early))
-            return
-        self._finish(record, item.commit)
+        elif record.vote is None and item.commit:  # impossible with f+1 correct: apply after our vote
+            self._remember_early(item)
+        else:
+            self._finish(record, item.commit)
+
+    def _remember_early(self, item: DecisionItem) -> None:
+        early = EarlyDecision(item.txn_id, item.pseq, item.commit)
+        self._early[item.pseq] = early
+        self._out.write(_slot_key(EARLY_PREFIX, item.pseq), encode(early))
 
     def _finish(self, record: PreparedRecord, commit: bool) -> None:
         """Apply (COMMIT) or drop (ABORT) a transaction's intents, release its locks, ack."""
