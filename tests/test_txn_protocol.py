@@ -258,3 +258,18 @@ def test_bad_op_arguments_raise_a_local_error(build, message):
     from dtm_ray.errors import LocalError
     with pytest.raises(LocalError, match=message):
         build()
+
+
+def test_client_policies_are_enforced_before_ordering_and_at_execution():
+    from dtm_ray.txn.config import ClientPolicy
+    config = small_txn_config(policies={"bob": ClientPolicy(participants=frozenset({"db-0"}),
+                                                             ops=frozenset({"get"}))})
+    log = FakeLog(config, clients=("alice", "bob"))
+    app = log.apps["R1"]
+    assert app.check_request("bob", encode_ops([Op.get("db-0", "k")])) is None
+    assert "not permitted to touch db-1" in app.check_request("bob", encode_ops([Op.get("db-1", "k")]))
+    assert "not permitted to put" in app.check_request("bob", encode_ops([Op.put("db-0", "k", 1)]))
+    assert app.check_request("alice", encode_ops([Op.put("db-1", "k", 1)])) is None
+    txn = log.submit("bob", [Op.put("db-0", "k", 1)])  # a faulty primary ordered it anyway
+    log.settle()
+    assert log.result(txn).reason == "invalid request: not permitted to put" and log.state("db-0") == {}
