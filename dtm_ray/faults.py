@@ -113,6 +113,20 @@ def wrong_digest(*, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Be
     return behaviour
 
 
+def wrong_result(*, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Behaviour:
+    """Lies to clients: every REPLY carries another result, validly MAC'd by itself (a client
+    must accept only f+1 matching replies, so one liar cannot change what it accepts)."""
+
+    def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:
+        opened = open_own(keys, payload)
+        if opened is None or not isinstance(opened[1], Reply):
+            return [(dest, payload)]
+        lie = _flip_bit(opened[1].result, rng) if rng.random() < 0.5 else rng.randbytes(8)
+        return [(dest, reseal(keys, dest, dataclasses.replace(opened[1], result=lie)))]
+
+    return behaviour
+
+
 def replay(*, keys: KeyRing, config: PbftConfig, rng: random.Random, memory: int = 64,
            rate: float = 0.5) -> Behaviour:
     """Sends every message, plus (``rate``) old messages of its own again, possibly to another
@@ -347,6 +361,7 @@ CATALOGUE: dict[str, Factory] = {
     "equivocate": equivocate,
     "corrupt-auth": corrupt_auth,
     "wrong-digest": wrong_digest,
+    "wrong-result": wrong_result,
     "replay": replay,
     "stale-view": stale_view,
     "delay": delay,

@@ -6,12 +6,12 @@ import random
 
 import pytest
 
-from dtm_ray.crypto import Envelope, generate_keys, open_signed
+from dtm_ray.crypto import Envelope, generate_keys, open_mac, open_signed, seal_mac
 from dtm_ray.errors import ConfigError, RemoteProtocolError
 from dtm_ray.faults import CATALOGUE, colluding_equivocators, make_behaviour, open_own
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.messages import (
-    Checkpoint, Commit, PrePrepare, Prepare, Request, batch_digest, seal, seal_request,
+    Checkpoint, Commit, PrePrepare, Prepare, Reply, Request, batch_digest, seal, seal_request,
 )
 from dtm_ray.wire import decode
 
@@ -62,6 +62,14 @@ def test_wrong_digest_is_validly_signed_with_another_digest():
     [(_, payload)] = make("wrong-digest", me="R1")("R2", seal(KEYS["R1"], Commit(0, 5, b"d" * 32)))
     msg = signed_by(payload, "R1", Commit)
     assert (msg.view, msg.seq) == (0, 5) and msg.digest != b"d" * 32 and len(msg.digest) == 32
+
+
+def test_wrong_result_lies_to_clients_with_a_valid_mac():
+    reply = seal_mac(KEYS["R1"], "c0", Reply(0, "c0", 3, b"\x93\x1f\xc3\x01"))
+    [(dest, payload)] = make("wrong-result", me="R1")("c0", reply)
+    env = decode(payload, Envelope)
+    lie = open_mac(KEYS["c0"], env, Reply)
+    assert dest == "c0" and (lie.client, lie.request_id) == ("c0", 3) and lie.result != b"\x93\x1f\xc3\x01"
 
 
 def test_stale_view_names_an_older_view():
