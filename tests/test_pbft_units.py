@@ -212,3 +212,30 @@ def test_checkpoint_votes_detect_conflicts_and_stay_bounded(keys):
     assert votes.size() <= 2 and votes.ahead(0) == ["R2"]
     assert votes.add("R3", Checkpoint(5, b"a" * 32), b"x") is None  # not a checkpoint seq
     assert votes.stable_candidates() == []
+
+
+def test_state_transfer_asks_rotating_groups_of_f_plus_1():
+    from dtm_ray.pbft.statetransfer import sources
+
+    peers = ("R1", "R2", "R3", "R4", "R5", "R6")
+    groups = [sources(peers, 2, r) for r in range(4)]
+    assert all(len(g) == 3 and len(set(g)) == 3 for g in groups)
+    assert set(groups[0]) | set(groups[1]) == set(peers)
+    assert sources((), 1, 3) == [] and sources(("R1",), 1, 5) == ["R1"]
+
+
+def test_a_transferred_state_must_carry_a_matching_certificate(keys):
+    from dtm_ray.pbft.messages import ReplicaState, StateReply, state_digest
+    from dtm_ray.pbft.statetransfer import verify_reply
+
+    config = PbftConfig(REPLICAS, 1, checkpoint_interval=4, watermark_window=8)
+    state = encode(ReplicaState(8, b"app", ()))
+    proof = tuple(seal(keys[r], Checkpoint(8, state_digest(state))) for r in ("R0", "R1", "R2"))
+    digest, decoded = verify_reply(keys["R3"], config, StateReply(8, state, proof))
+    assert decoded.app == b"app" and digest == state_digest(state)
+    with pytest.raises(AuthError):  # another state under the same certificate
+        verify_reply(keys["R3"], config, StateReply(8, encode(ReplicaState(8, b"evil", ())), proof))
+    with pytest.raises(AuthError):  # the certificate of another seq
+        verify_reply(keys["R3"], config, StateReply(12, state, proof))
+    with pytest.raises(AuthError):  # too few signers
+        verify_reply(keys["R3"], config, StateReply(8, state, proof[:2]))

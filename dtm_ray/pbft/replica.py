@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from dtm_ray.crypto import Envelope, KeyRing, open_envelope, seal_mac
 from dtm_ray.errors import AuthError, ConfigError, RemoteProtocolError
 from dtm_ray.node import Outbox, Ready, Storage
-from dtm_ray.pbft import checkpoint, persist, quorum
+from dtm_ray.pbft import checkpoint, persist, quorum, statetransfer
 from dtm_ray.pbft.app import App, ReplyItem, Verdict
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import (CheckpointStable, Evidence, Executed, Rejected, StateTransferred,
@@ -811,13 +811,8 @@ class Replica:
 
     def _request_state(self) -> None:
         """Ask f+1 peers (one of them correct), a different group each round."""
-        if not self.peers:
-            return
         self.state_rounds += 1
-        k = min(quorum.weak(self.config.f), len(self.peers))
-        start = (self.state_rounds * k) % len(self.peers)
-        for i in range(k):
-            r = self.peers[(start + i) % len(self.peers)]
+        for r in statetransfer.sources(self.peers, self.config.f, self.state_rounds):
             self._out.send(r, seal_mac(self.keys, r, StateRequest(self.state_target)), after_persist=False)
 
     def _on_state_request(self, sender: str, req: StateRequest) -> None:
@@ -835,11 +830,7 @@ class Replica:
         wanted = self.state_target and rep.seq >= self.state_target
         if rep.seq <= self.stable.seq or (rep.seq <= self.executed and not wanted):
             return
-        digest = state_digest(rep.state)
-        checkpoint.verify_proof(self.keys, self.config, rep.seq, digest, rep.proof)
-        state = decode(rep.state, ReplicaState)
-        if state.seq != rep.seq:
-            raise AuthError(f"state of seq {state.seq} sent as {rep.seq}")
+        digest, state = statetransfer.verify_reply(self.keys, self.config, rep)
         self._install_state(rep.seq, digest, rep.proof, rep.state, state)
 
     def _install_state(self, seq: int, digest: bytes, proof: tuple[bytes, ...], raw: bytes,
