@@ -950,6 +950,7 @@ class Replica:
             "view": self.view,
             "primary": self.primary,
             "view_changing": self.view_changing,
+            "view_change_target": self.vc_target if self.view_changing else None,
             "executed_seq": self.executed,
             "stable_checkpoint": self.stable.seq,
             "low_watermark": self.log.low,
