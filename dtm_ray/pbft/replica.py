@@ -14,6 +14,15 @@ Rules of this module:
 - Messages of another view, or outside the watermarks, are ignored (not counted: a correct but
   slow peer sends them too); retransmission on ``tick`` recovers lost messages.
 - Roles are not subclasses: the primary differs only in ``_propose`` and in not sending PREPARE.
+
+Liveness over a lossy network, without a message per request: every ``retransmit_ms``
+(a quarter of the view-change timeout) a replica resends its own votes for slots it has not
+executed yet, its VIEW-CHANGE while it waits for a NEW-VIEW, and asks (``SlotRequest``) for the
+next slot when execution is stuck on a gap; peers answer a straggler's duplicates with their own
+votes, once per interval. Timers: a backup asks for a view change when nothing executed for a
+timeout while it waited for something, or when one request waited ``CENSORSHIP_FACTOR``
+timeouts; timeouts double per failed view change, and the timer to the next view only starts
+once 2f+1 replicas asked for this one.
 """
 
 from __future__ import annotations
