@@ -146,6 +146,7 @@ class Cluster:
 
         from actors import launch
         from actors.chaos import Chaos
+        from actors.names import CHAOS
 
         spread = self.config.placement == "spread"
         nodes = launch.alive_nodes() if spread else []
@@ -162,7 +163,7 @@ class Cluster:
         # beside this driver (a chaos actor on a node that fails would take the fault plan with
         # it); restarted by Ray if it dies anyway
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        chaos_cls = ray.remote(Chaos).options(name="dtm-chaos", namespace=self.namespace, num_cpus=0,
+        chaos_cls = ray.remote(Chaos).options(name=CHAOS, namespace=self.namespace, num_cpus=0,
                                               max_restarts=-1, scheduling_strategy=here)
         self._chaos_actor = chaos_cls.remote(self._specs, self._handles, list(self.config.replicas), spread)
         self.chaos = ChaosControl(self._chaos_actor, self)
@@ -233,7 +234,8 @@ class Cluster:
         """A plain, JSON-serialisable picture of every party (``alive: False`` if it did not answer)."""
         import ray
 
-        parties = [*self.config.replicas, *self.config.participants, *self._clients]
+        clients = list(self._clients)  # a snapshot: other threads may add clients meanwhile
+        parties = [*self.config.replicas, *self.config.participants, *clients]
         refs = {p: self._current_handle(p).status.remote() for p in parties}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
         ready = set(ready)
@@ -246,7 +248,7 @@ class Cluster:
         return {
             "replicas": [out[p] for p in self.config.replicas],
             "participants": {p: out[p] for p in self.config.participants},
-            "clients": {p: out[p] for p in self._clients},
+            "clients": {p: out[p] for p in clients},
             "chaos": self._chaos_plan(timeout_s),
             "data_dir": self.data_dir,
         }
