@@ -286,7 +286,7 @@ class TxnWorld:
 
 
 def build_txn_world(seed: int, n: int = 4, *, clients: int = 20, participants: dict[str, str] | None = None,
-                    network: NetworkConfig | None = None, verify_cache: bool = True, tick_ms: int = 5,
+                    network: NetworkConfig | None = None, verify_cache: bool = True, tick_ms: int = 10,
                     pbft: dict | None = None, txn: dict | None = None,
                     participant_class: type = Participant, app_class: type = CoordinatorApp) -> TxnWorld:
     participants = participants or dict(DEFAULT_PARTICIPANTS)
