@@ -26,7 +26,7 @@ from collections import deque
 from typing import Any, Callable, Iterable
 
 from dtm_ray.crypto import Envelope, KeyRing, seal_mac, seal_signed
-from dtm_ray.errors import ConfigError, RemoteProtocolError
+from dtm_ray.errors import ConfigError, DtmError, RemoteProtocolError
 from dtm_ray.node import Outgoing
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.messages import (
@@ -378,7 +378,20 @@ def make_behaviour(name: str, *, keys: KeyRing, config: PbftConfig, rng: random.
     unknown = [p for p in parts if p not in CATALOGUE]
     if unknown:
         raise ConfigError(f"unknown Byzantine behaviour {unknown[0]!r}; known: {', '.join(sorted(CATALOGUE))}")
-    return chain(*(CATALOGUE[p](keys=keys, config=config, rng=rng) for p in parts))
+    return chain(*(guarded(CATALOGUE[p](keys=keys, config=config, rng=rng)) for p in parts))
+
+
+def guarded(behaviour: Behaviour) -> Behaviour:
+    """``behaviour``, except that a message it cannot transform (e.g. a reply redirected to a
+    party it shares no MAC key with) goes out unchanged instead of raising in the send path."""
+
+    def safe(dest: str, payload: bytes) -> Iterable[Outgoing]:
+        try:
+            return list(behaviour(dest, payload))
+        except DtmError:
+            return [(dest, payload)]
+
+    return safe
 
 
 def chain(*behaviours: Behaviour) -> Behaviour:

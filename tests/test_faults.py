@@ -178,6 +178,11 @@ def test_open_own_ignores_other_senders():
     assert open_own(KEYS["R0"], preprepare()) is not None
 
 
+def test_a_message_a_behaviour_cannot_reseal_goes_out_unchanged():
+    reply_to_self = seal_mac(KEYS["R1"], "c0", Reply(0, "c0", 1, b"x"))
+    assert list(make("wrong-result", me="R1")("R1", reply_to_self)) == [("R1", reply_to_self)]
+
+
 def test_composed_behaviours_apply_left_to_right():
     behaviour = make("wrong-digest+replay", me="R1", seed=2)
     sent = [seal(KEYS["R1"], Prepare(0, i, b"d" * 32)) for i in range(20)]
