@@ -1,5 +1,8 @@
-"""A hypothesis state machine over fault sequences: when an invariant breaks, hypothesis shrinks
-the sequence of crashes, partitions, Byzantine turns and submissions to a minimal one."""
+"""A hypothesis state machine over fault sequences at n=4: clients submit continuously while the
+rules crash, restart (disk kept or wiped), partition, make the network lossy, heal, and turn
+replicas (or the current primary) Byzantine within the fault budget; safety is checked after
+every step and liveness after a final heal. When an invariant breaks, hypothesis shrinks the
+sequence of rules to a minimal one and prints it."""
 
 from __future__ import annotations
 
