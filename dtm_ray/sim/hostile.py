@@ -29,7 +29,9 @@ from dtm_ray.crypto import Envelope, KeyRing, seal_signed
 from dtm_ray.errors import RemoteProtocolError
 from dtm_ray.node import Outgoing
 from dtm_ray.pbft.config import PbftConfig
+from dtm_ray.pbft.events import Executed, Rejected
 from dtm_ray.pbft.messages import Checkpoint, Reply, Request, seal_request
+from dtm_ray.sim.txn_world import BankWorkload, TxnWorld, build_txn_world
 from dtm_ray.txn.messages import AckBatch, DecisionBatch, DecisionItem, TxnRequest, Vote, VoteBatch
 from dtm_ray.txn.ops import Op
 from dtm_ray.wire import MAX_MESSAGE_BYTES, decode, encode
@@ -133,8 +135,9 @@ def impersonating_request(attacker: KeyRing, victim: str, config: PbftConfig, re
 
 
 def oversized_ops(participant: str, config: PbftConfig) -> list[Op]:
-    """One put whose value alone exceeds ``max_request_bytes``."""
-    return [Op.put(participant, "big", "x" * (config.max_request_bytes + 1))]
+    """Two puts whose values together exceed ``max_request_bytes`` (each is a valid Value)."""
+    half = config.max_request_bytes // 2 + 8
+    return [Op.put(participant, f"big:{i}", "x" * half) for i in range(2)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,10 +196,223 @@ class FuzzingSender:
         sim.schedule(sim.now_ms + self.period_ms, self._fire)
 
 
-def honest_throughput(world, clients: Iterable[str], start_ms: int, end_ms: int) -> float:
+# ---------------------------------------------------------------------------------------------
+# A world with honest clients and one attacker, and what to measure in it
+#
+# The last client of the world is the *hostile* one: it runs no workload; an attack injects what
+# it sends (``sim.inject``). Honest clients run a closed-loop bank workload on accounts the
+# attacker never names, so a slowdown measured is the attack's cost, not lock contention.
+
+HONEST_CLIENTS = 4
+ATTACK_START_MS = 400  # the bank setup is done by then; the attack and the measure start here
+ATTACK_END_MS = 1_900
+
+
+def hostile_world(seed: int, **kwargs) -> tuple[TxnWorld, list[str], str]:
+    """A world, its honest clients (started, closed loop), and the hostile client's id."""
+    world = build_txn_world(seed, clients=HONEST_CLIENTS + 1, **kwargs)
+    honest, hostile = list(world.clients[:-1]), world.clients[-1]
+    workload = BankWorkload(list(world.participants), random.Random(seed))
+    world.workload = workload
+    world.sim.watch(world._on_output)
+    for c in honest:
+        world.to_submit[c] = 10**6  # closed loop until the run stops
+    world.setup_done = False
+    world.submit(honest[0], workload.setup())
+    return world, honest, hostile
+
+
+def honest_throughput(world: TxnWorld, clients: Iterable[str], start_ms: int, end_ms: int) -> float:
     """Committed transactions of ``clients`` completed in [start_ms, end_ms), per virtual second."""
     clients = set(clients)
     done = sum(1 for e in world.history.values()
                if e.client in clients and e.result is not None and e.result.committed
                and e.end_ms is not None and start_ms <= e.end_ms < end_ms)
     return done * 1000.0 / (end_ms - start_ms)
+
+
+def rejections(world: TxnWorld, party: str, marker: str = "", since_ms: int = 0) -> int:
+    """Rejected outputs of ``party`` whose reason contains ``marker``."""
+    return sum(1 for o in world.sim.outputs
+               if o.party == party and o.time_ms >= since_ms and isinstance(o.output, Rejected)
+               and marker in o.output.reason)
+
+
+def executions(world: TxnWorld, replica: str, client: str) -> list[int]:
+    """The request ids of ``client`` that ``replica`` executed, one entry per execution."""
+    return [rid for o in world.sim.outputs if o.party == replica and isinstance(o.output, Executed)
+            for c, rid in o.output.requests if c == client]
+
+
+def measure(seed: int, attack: Callable[[TxnWorld, str], None] | None, *,
+            world_kwargs: dict | None = None) -> tuple[TxnWorld, float]:
+    """Run the honest load, ``attack(world, hostile)`` scheduled at ATTACK_START_MS; returns the
+    world and the honest committed transactions per virtual second over the attack window."""
+    world, honest, hostile = hostile_world(seed, **(world_kwargs or {}))
+    if attack is not None:
+        world.sim.schedule(ATTACK_START_MS, lambda sim: attack(world, hostile))
+    world.sim.run_for(ATTACK_END_MS)
+    return world, honest_throughput(world, honest, ATTACK_START_MS, ATTACK_END_MS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile clients: each attack schedules what the hostile client sends and says, after the
+# run, how many of its messages were tried and how many the replicas caught.
+
+
+@dataclass
+class Attack:
+    """One attack in one world: what was sent, and how to count what was caught."""
+
+    name: str
+    tried: int = 0
+    detect: Callable[[TxnWorld, "Attack"], int] = lambda world, attack: 0
+    notes: dict = field(default_factory=dict)
+
+    def detected(self, world: TxnWorld) -> int:
+        return self.detect(world, self)
+
+
+WATCHER = "R1"  # a backup: every injected request reaches it directly (counted there)
+ATTACK_SPAN_MS = 1_000  # injections spread over this much virtual time
+
+
+def _spread(world: TxnWorld, hostile: str, count: int, make: Callable[[int], bytes], *,
+            every_replica: bool = True) -> None:
+    """Inject ``make(i)`` for i < count, evenly over ATTACK_SPAN_MS, to every replica."""
+    start, step = world.sim.now_ms, max(1, ATTACK_SPAN_MS // max(count, 1))
+    targets = world.replicas if every_replica else (WATCHER,)
+    for i in range(count):
+        payload = make(i)
+        for r in targets:
+            world.sim.inject(hostile, r, payload, delay_ms=i * step)
+    world.sim.note(f"attack: {count} messages from {hostile} over {count * step} ms")
+
+
+def _marker_detector(marker: str) -> Callable[[TxnWorld, Attack], int]:
+    return lambda world, attack: rejections(world, WATCHER, marker, since_ms=ATTACK_START_MS)
+
+
+def attack_forged_auth(world: TxnWorld, hostile: str, rng: random.Random, count: int = 100) -> Attack:
+    keys, cfg = world.keys[hostile], world.config
+    _spread(world, hostile, count, lambda i: forged_request(keys, cfg, 1 + i, [Op.add("db-0", "mallory", 1)], rng))
+    return Attack("forged authenticator", count, _marker_detector("bad"))
+
+
+def attack_impersonation(world: TxnWorld, hostile: str, rng: random.Random, count: int = 100) -> Attack:
+    """Requests in an honest client's name with a huge request id: accepted, they would turn every
+    later request of the victim into a 'replay'."""
+    victim = world.clients[0]
+    keys, cfg = world.keys[hostile], world.config
+    ops = [Op.add("db-0", "acct:0", -1, min=0), Op.add("db-0", "mallory", 1)]
+    _spread(world, hostile, count, lambda i: impersonating_request(keys, victim, cfg, 10**9 + i, ops))
+    return Attack("impersonating another client", count, _marker_detector("bad"))
+
+
+def _refused(name: str, ops: list[Op], marker: str):
+    def attack(world: TxnWorld, hostile: str, rng: random.Random, count: int = 50) -> Attack:
+        keys, cfg = world.keys[hostile], world.config
+        _spread(world, hostile, count, lambda i: client_request(keys, cfg, 1 + i, ops))
+        return Attack(name, count, _marker_detector(marker))
+    return attack
+
+
+def _unknown_op() -> Op:
+    return Op("db-0", "frobnicate", "k", None, None, None)  # bypasses the constructors' checks
+
+
+attack_unknown_participant = _refused("unknown participant", [Op.put("db-9", "k", 1)], "unknown participant")
+attack_unknown_op = _refused("unknown operation", [_unknown_op()], "unknown op kind")
+
+
+def attack_oversized(world: TxnWorld, hostile: str, rng: random.Random, count: int = 20) -> Attack:
+    keys, cfg = world.keys[hostile], world.config
+    _spread(world, hostile, count, lambda i: client_request(keys, cfg, 1 + i, oversized_ops("db-0", cfg)))
+    return Attack("oversized transaction", count, _marker_detector("max_request_bytes"))
+
+
+def attack_replay(world: TxnWorld, hostile: str, rng: random.Random, count: int = 60) -> Attack:
+    """Two genuine transactions of the attacker, then each of their envelopes replayed (the same
+    and an older request id) to every replica. Caught = not executed a second time."""
+    seen: list[tuple[str, str, bytes]] = []
+    world.sim.set_behaviour(hostile, Recorder(hostile, seen), "recorder")
+    sim = world.sim
+    first = sim.now_ms
+    sim.invoke(hostile, lambda node: node.submit([Op.add("db-0", "mallory", 1)]))
+    sim.schedule(first + 200, lambda s: s.invoke(hostile, lambda node: node.submit([Op.add("db-0", "mallory", 1)])))
+
+    def replay(s) -> None:
+        requests = list(dict.fromkeys(p for src, dest, p in seen if dest in world.replicas))
+        attack.notes["distinct_requests"] = len(requests)
+        _spread(world, hostile, count, lambda i: requests[i % len(requests)])
+
+    sim.schedule(first + 500, replay)
+
+    def detect(world: TxnWorld, attack: Attack) -> int:
+        done = executions(world, WATCHER, hostile)
+        attack.notes["executions"] = len(done)
+        attack.notes["mallory"] = world.sim.node("db-0").state().get("mallory")
+        return attack.tried - (len(done) - len(set(done)))
+
+    attack = Attack("replayed request (same and older id)", count, detect)
+    return attack
+
+
+def attack_request_flood(world: TxnWorld, hostile: str, rng: random.Random, count: int = 1_500) -> Attack:
+    """Valid, distinct requests as fast as the attacker can sign them: rate-limited per client
+    (at most MAX_PENDING_PER_CLIENT waiting) so honest clients keep their share."""
+    keys, cfg = world.keys[hostile], world.config
+    _spread(world, hostile, count, lambda i: client_request(keys, cfg, 1 + i, [Op.add("db-2", "flood", 1)]))
+
+    def detect(world: TxnWorld, attack: Attack) -> int:
+        attack.notes["executed"] = len(executions(world, WATCHER, hostile))
+        attack.notes["rate_limited"] = rejections(world, WATCHER, "too many pending", ATTACK_START_MS)
+        return attack.notes["rate_limited"]
+
+    return Attack("request flood (valid requests)", count, detect)
+
+
+def attack_garbage_flood(world: TxnWorld, hostile: str, rng: random.Random, count: int = 1_500) -> Attack:
+    _spread(world, hostile, count, lambda i: rng.randbytes(rng.randrange(1, 200)))
+    return Attack("garbage flood (random bytes)", count, _marker_detector(""))
+
+
+CLIENT_ATTACKS: dict[str, Callable[..., Attack]] = {
+    "replay": attack_replay,
+    "forged-auth": attack_forged_auth,
+    "impersonation": attack_impersonation,
+    "oversized": attack_oversized,
+    "unknown-participant": attack_unknown_participant,
+    "unknown-op": attack_unknown_op,
+    "request-flood": attack_request_flood,
+    "garbage-flood": attack_garbage_flood,
+}
+
+
+def run_client_attack(name: str | None, seed: int) -> tuple[TxnWorld, Attack | None, float]:
+    """One run: honest load plus attack ``name`` (None: the baseline). Returns the world, the
+    attack record and honest committed transactions per virtual second."""
+    holder: list[Attack] = []
+    rng = random.Random(seed * 7919 + 1)
+
+    def start(world: TxnWorld, hostile: str) -> None:
+        holder.append(CLIENT_ATTACKS[name](world, hostile, rng))
+
+    world, tps = measure(seed, start if name is not None else None)
+    return world, (holder[0] if holder else None), tps
+
+
+def main() -> None:  # python -m dtm_ray.sim.hostile [seed]
+    import sys
+
+    seed = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    _, _, base = run_client_attack(None, seed)
+    print(f"seed {seed}; honest clients: {HONEST_CLIENTS}; window {ATTACK_START_MS}..{ATTACK_END_MS} virtual ms")
+    print(f"{'attack':40} {'tried':>6} {'detected':>9} {'honest tx/s':>12} {'baseline':>9}  notes")
+    for name in CLIENT_ATTACKS:
+        world, attack, tps = run_client_attack(name, seed)
+        print(f"{attack.name:40} {attack.tried:>6} {attack.detected(world):>9} {tps:>12.1f} {base:>9.1f}  {attack.notes}")
+
+
+if __name__ == "__main__":
+    main()
