@@ -358,7 +358,7 @@ def attack_replay(world: TxnWorld, hostile: str, rng: random.Random, count: int 
     return attack
 
 
-def attack_request_flood(world: TxnWorld, hostile: str, rng: random.Random, count: int = 1_500) -> Attack:
+def attack_request_flood(world: TxnWorld, hostile: str, rng: random.Random, count: int = 600) -> Attack:
     """Valid, distinct requests as fast as the attacker can sign them: rate-limited per client
     (at most MAX_PENDING_PER_CLIENT waiting) so honest clients keep their share."""
     keys, cfg = world.keys[hostile], world.config
@@ -372,7 +372,7 @@ def attack_request_flood(world: TxnWorld, hostile: str, rng: random.Random, coun
     return Attack("request flood (valid requests)", count, detect)
 
 
-def attack_garbage_flood(world: TxnWorld, hostile: str, rng: random.Random, count: int = 1_500) -> Attack:
+def attack_garbage_flood(world: TxnWorld, hostile: str, rng: random.Random, count: int = 1_000) -> Attack:
     _spread(world, hostile, count, lambda i: rng.randbytes(rng.randrange(1, 200)))
     return Attack("garbage flood (random bytes)", count, _marker_detector(""))
 
@@ -389,14 +389,14 @@ CLIENT_ATTACKS: dict[str, Callable[..., Attack]] = {
 }
 
 
-def run_client_attack(name: str | None, seed: int) -> tuple[TxnWorld, Attack | None, float]:
+def run_client_attack(name: str | None, seed: int, **attack_kwargs) -> tuple[TxnWorld, Attack | None, float]:
     """One run: honest load plus attack ``name`` (None: the baseline). Returns the world, the
     attack record and honest committed transactions per virtual second."""
     holder: list[Attack] = []
     rng = random.Random(seed * 7919 + 1)
 
     def start(world: TxnWorld, hostile: str) -> None:
-        holder.append(CLIENT_ATTACKS[name](world, hostile, rng))
+        holder.append(CLIENT_ATTACKS[name](world, hostile, rng, **attack_kwargs))
 
     world, tps = measure(seed, start if name is not None else None)
     return world, (holder[0] if holder else None), tps

@@ -1,0 +1,147 @@
+"""Hostile clients in the simulator: replays, forged authenticators, impersonation, oversized
+transactions, unknown participants and operations, floods; and per-client permissions.
+
+Each attack runs next to four honest closed-loop bank clients (``dtm_ray.sim.hostile``); every
+hostile message must be caught (rejected, rate-limited, or, for a replay, not executed again),
+the honest clients' committed transactions per virtual second must stay within
+``THROUGHPUT_BOUND`` of the same run without the attacker, and the run must pass the agreement,
+atomicity and bank checks once the load stops. The figures table of the hardening note comes
+from ``python -m dtm_ray.sim.hostile``.
+
+Negative controls: ``test_negative_control_without_the_per_client_limit_the_flood_is_not_limited``
+(MAX_PENDING_PER_CLIENT lifted) and ``test_negative_control_without_a_policy_the_same_put_commits``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dtm_ray.pbft import replica as replica_module
+from dtm_ray.sim.hostile import (ATTACK_START_MS, CLIENT_ATTACKS, hostile_world, rejections,
+                                 run_client_attack)
+from dtm_ray.sim.txn_world import TxnWorld
+from dtm_ray.txn.config import ClientPolicy
+from dtm_ray.txn.events import Applied
+from dtm_ray.txn.ops import Op, TxnResult
+
+SEED = 1
+THROUGHPUT_BOUND = 0.75  # honest throughput under attack >= 75% of the baseline (measured: >= 100%)
+
+_BASELINE: list[float] = []
+
+
+def baseline() -> float:
+    if not _BASELINE:
+        _BASELINE.append(run_client_attack(None, SEED)[2])
+    return _BASELINE[0]
+
+
+def settle(world: TxnWorld) -> None:
+    """Stop the honest load and let every transaction finish and every decision land."""
+    for c in world.to_submit:
+        world.to_submit[c] = 0
+    assert world.sim.run_until(lambda: world.done() and world.quiescent(), 10_000), world.sim.journal[-5:]
+
+
+@pytest.mark.parametrize("name", list(CLIENT_ATTACKS))
+def test_a_hostile_client_is_caught_and_honest_clients_keep_their_throughput(name):
+    world, attack, tps = run_client_attack(name, SEED)
+    detected = attack.detected(world)
+    context = f"seed={SEED} attack={name} tried={attack.tried} detected={detected} notes={attack.notes}"
+    if name == "request-flood":  # valid requests: some are served, the excess is rate-limited
+        assert detected > attack.tried // 3, context
+        assert attack.notes["executed"] + detected >= attack.tried // 2, context
+    else:
+        assert detected == attack.tried, context
+    assert tps >= THROUGHPUT_BOUND * baseline(), f"{context}: honest {tps:.1f} tx/s vs {baseline():.1f}"
+    settle(world)
+    assert not world.violations(), (context, world.violations())
+
+
+def test_replays_are_answered_from_the_cache_and_never_executed_twice():
+    world, attack, _ = run_client_attack("replay", SEED)
+    attack.detected(world)
+    assert attack.notes["distinct_requests"] == 2 and attack.notes["executions"] == 2, attack.notes
+    assert attack.notes["mallory"] == 2, attack.notes  # two transactions, each applied once
+
+
+def test_an_impersonated_client_keeps_committing_under_its_own_name():
+    world, attack, _ = run_client_attack("impersonation", SEED)
+    victim = world.clients[0]
+    later = [e for e in world.history.values()
+             if e.client == victim and e.start_ms > ATTACK_START_MS + 200 and e.result is not None]
+    assert later and all(e.result.committed or e.result.reason for e in later)
+    assert sum(1 for e in later if e.result.committed) >= 3
+    assert world.sim.node("db-0").state().get("mallory") is None  # not one forged op applied
+
+
+def test_negative_control_without_the_per_client_limit_the_flood_is_not_limited(monkeypatch):
+    monkeypatch.setattr(replica_module, "MAX_PENDING_PER_CLIENT", 10**9)
+    world, attack, _ = run_client_attack("request-flood", SEED, count=150)
+    assert attack.detected(world) == 0  # the assertion of the flood test above would fail
+
+
+# ---------------------------------------------------------------------------------------------
+# Permissions
+
+
+def _policy_world(policies: dict | None):
+    world, honest, hostile = hostile_world(SEED, txn={"policies": policies} if policies else None)
+    world.sim.run_for(ATTACK_START_MS)
+    return world, hostile
+
+
+def _submit_and_run(world: TxnWorld, client: str, ops: list[Op], ms: int = 1_000) -> int:
+    rid = world.sim.invoke(client, lambda node: node.submit(ops))
+    world.sim.run_for(ms)
+    return rid
+
+
+def _results(world: TxnWorld, client: str) -> list[TxnResult]:
+    return [o.output for o in world.sim.outputs if o.party == client and isinstance(o.output, TxnResult)]
+
+
+def _touched(world: TxnWorld, txn_id: str) -> set[str]:
+    """Participants that applied ``txn_id`` or hold it prepared."""
+    applied = {o.output.participant for o in world.sim.outputs
+               if isinstance(o.output, Applied) and o.output.txn_id == txn_id}
+    prepared = {p for p in world.participants
+                if any(r.txn_id == txn_id for r in world.sim.node(p)._records.values())}
+    return applied | prepared
+
+
+def test_a_denied_transaction_is_refused_by_every_replica_with_its_reason_and_touches_no_participant():
+    policy = {"c4": ClientPolicy(participants=frozenset({"db-0"}), ops=frozenset({"get"}))}
+    world, hostile = _policy_world(policy)
+    allowed = _submit_and_run(world, hostile, [Op.get("db-0", "acct:0")])
+    assert [r.committed for r in _results(world, hostile)] == [True]
+    denied = _submit_and_run(world, hostile, [Op.put("db-1", "acct:0", 10**6)])
+    txn_id = f"{hostile}:{denied}"
+    for r in world.replicas:
+        assert rejections(world, r, "not permitted to touch db-1") >= 1, r
+        assert txn_id not in world.sim.node(r).app._pending
+    assert not _touched(world, txn_id)
+    assert allowed != denied
+    settle_others(world, hostile)
+    assert not world.violations(), world.violations()
+
+
+def settle_others(world: TxnWorld, refused_client: str) -> None:
+    """Settle the honest load (the refused client's own request never gets an answer: finding 1)."""
+    for c in world.to_submit:
+        world.to_submit[c] = 0
+    world.sim.run_until(lambda: world.done() and world.quiescent(), 10_000)
+
+
+def test_a_policy_denies_an_op_kind_on_a_permitted_participant():
+    world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}), ops=frozenset({"get"}))})
+    denied = _submit_and_run(world, hostile, [Op.add("db-0", "acct:0", 5)])
+    assert rejections(world, "R0", "not permitted to add") >= 1
+    assert not _touched(world, f"{hostile}:{denied}")
+
+
+def test_negative_control_without_a_policy_the_same_put_commits():
+    world, hostile = _policy_world(None)
+    rid = _submit_and_run(world, hostile, [Op.put("db-1", "mallory", 1)])
+    assert [r.committed for r in _results(world, hostile)] == [True]
+    assert _touched(world, f"{hostile}:{rid}") == {"db-1"}
