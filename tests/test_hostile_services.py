@@ -1,0 +1,183 @@
+"""Hostile services: a participant (``db-2``) that equivocates its vote, votes for transactions
+it was never asked to prepare, acks decisions it never received, sends garbage, or stays silent.
+
+Each runs next to four honest closed-loop bank clients (``dtm_ray.sim.hostile.hostile_world``).
+Then the load stops and the run must settle: every honest transaction answered (committed, or
+aborted with a reason), every *other* participant consistent (atomicity, the bank invariant over
+the accounts of correct participants), PBFT agreement; and the misbehaviour is caught: evidence
+with a verifiable proof (equivocation), or rejected and counted per sender.
+
+Negative control: ``test_negative_control_without_the_vote_timeout_a_silent_participant_blocks``.
+"""
+
+from __future__ import annotations
+
+import random
+
+from dtm_ray.crypto import Envelope
+from dtm_ray.faults import make_behaviour
+from dtm_ray.sim.hostile import ack_batch, hostile_world, honest_throughput, rejections, vote_batch
+from dtm_ray.sim.txn_world import TxnWorld
+from dtm_ray.txn.messages import DecisionItem, Vote, VoteBatch
+from dtm_ray.wire import decode
+
+SEED = 2
+LIAR = "db-2"
+RUN_MS = 1_900
+
+
+def _world(behaviour: str | None = None, *, at_ms: int = 0, **kwargs) -> TxnWorld:
+    """The world; ``LIAR`` turns ``behaviour`` at ``at_ms`` (after the bank setup if > 0)."""
+    world, _, _ = hostile_world(SEED, **kwargs)
+    world.byzantine[LIAR] = behaviour or "hostile"  # excluded from the consistency checks
+    if behaviour is not None:
+        made = make_behaviour(behaviour, keys=world.keys[LIAR], config=world.config, rng=random.Random(SEED))
+        world.sim.schedule(at_ms, lambda sim: sim.set_behaviour(LIAR, made, behaviour))
+    return world
+
+
+def _settle(world: TxnWorld, max_ms: int = 10_000) -> bool:
+    for c in world.to_submit:
+        world.to_submit[c] = 0
+    return world.sim.run_until(lambda: world.done() and world.quiescent_except(LIAR), max_ms)
+
+
+def _quiescent_except(self: TxnWorld, party: str) -> bool:
+    return all(self.sim.node(p).status()["prepared"] == 0 for p in self.participants
+               if p != party and self.sim.alive(p))
+
+
+TxnWorld.quiescent_except = _quiescent_except  # a hostile participant may keep records forever
+
+
+def _results(world: TxnWorld):
+    return [e.result for e in world.history.values() if e.result is not None]
+
+
+def _assert_consistent(world: TxnWorld) -> None:
+    assert _settle(world), f"seed={SEED}: did not settle; {world.sim.journal[-5:]}"
+    assert not world.violations(), f"seed={SEED}: {world.violations()}"
+    results = _results(world)
+    assert sum(r.committed for r in results) >= 10, f"seed={SEED}: too few commits"
+    assert all(r.committed or r.reason for r in results)
+
+
+def test_an_equivocating_vote_splits_nothing_and_its_transactions_abort_with_a_reason():
+    world = _world("equivocate-vote")
+    world.sim.run_for(RUN_MS)
+    _assert_consistent(world)
+    assert any(r.reason == "equivocating participant" for r in _results(world) if not r.committed)
+
+
+def equivocation_proofs(world: TxnWorld) -> list:
+    """Every equivocating-vote evidence the replicas hold, each checked to convict ``LIAR`` with
+    its own signatures: two vote batches, one YES and one NO for the same transaction."""
+    evidence = [e for r in world.replicas for e in world.sim.node(r).app.evidence]
+    for e in evidence:
+        assert e.accused == LIAR and e.kind == "equivocating-vote"
+        first, second = (decode(p, Envelope) for p in e.proof)
+        for env in (first, second):
+            assert env.sender == LIAR and world.keys["R0"].verify(LIAR, env.body, env.auth)
+        a = {v.txn_id: v.yes for v in decode(first.body, VoteBatch).votes}
+        b = {v.txn_id: v.yes for v in decode(second.body, VoteBatch).votes}
+        assert any(a[t] != b[t] for t in a.keys() & b.keys())
+    return evidence
+
+
+def test_when_a_replica_sees_both_votes_it_records_the_equivocation_with_a_verifiable_proof():
+    """Seed 1: a vote batch resent after the lie reaches R2 both ways (seed 2 does not: see
+    tests/test_hostile_pending.py, finding 4)."""
+    world, _, _ = hostile_world(1)
+    world.byzantine[LIAR] = "equivocate-vote"
+    world.sim.set_behaviour(LIAR, make_behaviour("equivocate-vote", keys=world.keys[LIAR], config=world.config,
+                                                 rng=random.Random(3)), "equivocate-vote")
+    world.sim.run_for(RUN_MS)
+    _assert_consistent(world)
+    assert equivocation_proofs(world)
+
+
+def test_votes_for_transactions_never_prepared_change_nothing():
+    world = _world()
+    keys = world.keys[LIAR]
+    tried = {"unknown": 0, "not-mine": 0}
+
+    def lie(sim) -> None:
+        coordinator = sim.node("R0").app
+        # YES votes for transactions that do not touch db-2 (its slot is not theirs)...
+        not_mine = [Vote(t, 0, True, [10**6], None) for t, txn in coordinator._pending.items()
+                    if all(s.participant != LIAR for s in txn.slots)]
+        # ...and for transactions nobody ever submitted
+        unknown = [Vote(f"c0:{10**6 + sim.now_ms * 10 + i}", i, True, [], None) for i in range(10)]
+        tried["not-mine"] += len(not_mine)
+        tried["unknown"] += len(unknown)
+        payload = vote_batch(keys, not_mine + unknown)
+        for r in world.replicas:
+            sim.inject(LIAR, r, payload)
+        if sim.now_ms < RUN_MS:
+            sim.schedule(sim.now_ms + 20, lie)
+
+    world.sim.schedule(400, lie)
+    world.sim.run_for(RUN_MS)
+    assert tried["not-mine"] > 20, tried
+    caught = world.sim.node("R0").app.rejected[LIAR]
+    assert caught >= tried["not-mine"], (caught, tried)
+    assert len(world.sim.node("R0").app._early_votes) <= 10_000  # EARLY_VOTES: bounded
+    _assert_consistent(world)
+
+
+def test_acks_for_decisions_never_received_change_no_outcome():
+    world = _world()
+    keys = world.keys[LIAR]
+    world.sim.network.cut("R0", LIAR, both_ways=False)  # db-2 never hears R0's decisions...
+    sent = [0]
+
+    def ack(sim) -> None:  # ...but acks both outcomes of everything R0 decided
+        decided = sim.node("R0").app._decided
+        items = [DecisionItem(t, 0, c) for t in list(decided)[-50:] for c in (True, False)]
+        sent[0] += len(items)
+        for r in world.replicas:
+            sim.inject(LIAR, r, ack_batch(keys, r, items))
+        if sim.now_ms < RUN_MS:
+            sim.schedule(sim.now_ms + 50, ack)
+
+    world.sim.schedule(400, ack)
+    world.sim.run_for(RUN_MS)
+    assert sent[0] > 100
+    _assert_consistent(world)
+    status = world.sim.node("R1").app.status()
+    assert status["final"] <= status["committed"] + status["aborted"]
+
+
+def test_garbage_from_a_participant_is_rejected_and_counted_against_it():
+    world = _world()
+    rng = random.Random(SEED)
+    for i in range(300):
+        for r in world.replicas:
+            world.sim.inject(LIAR, r, rng.randbytes(rng.randrange(1, 300)), delay_ms=400 + i * 3)
+    world.sim.run_for(RUN_MS)
+    for r in world.replicas:
+        assert rejections(world, r, "malformed") == 300, r
+        assert world.sim.node(r).status()["rejected"][LIAR] == 300
+    _assert_consistent(world)
+
+
+def test_a_silent_participant_makes_its_transactions_abort_with_a_reason_and_others_commit():
+    world = _world("mute", at_ms=400)
+    world.sim.run_for(RUN_MS)
+    _assert_consistent(world)
+    aborted = [e for e in world.history.values() if e.result is not None and not e.result.committed
+               and any(op.participant == LIAR for op in e.ops) and e.start_ms > 0]
+    assert aborted and all("timeout" in e.result.reason or "timed out" in e.result.reason
+                           or "guard" in e.result.reason for e in aborted), {e.result.reason for e in aborted}
+    untouched = [e for e in world.history.values() if e.result is not None
+                 and all(op.participant != LIAR for op in e.ops) and e.start_ms > 400]
+    assert untouched and all(e.result.committed or "guard" in e.result.reason for e in untouched)
+    assert honest_throughput(world, world.clients[:-1], 400, RUN_MS) > 0
+
+
+def test_negative_control_without_the_vote_timeout_a_silent_participant_blocks():
+    """With an (effectively) infinite vote timeout nothing aborts: transactions touching the
+    silent participant never finish and the liveness check above would fail."""
+    world = _world("mute", at_ms=400, txn={"vote_timeout_ms": 10**9})
+    world.sim.run_for(RUN_MS)
+    assert not _settle(world, max_ms=2_000)
