@@ -1,0 +1,162 @@
+"""Resource limits: what a flood can make a party remember or write is bounded.
+
+- ``dtm_ray.limits``: the token bucket and the report throttle (bounded keys, bounded reports);
+- a replica flooded with garbage under thousands of invented sender names keeps a bounded
+  rejection table; a Byzantine replica's votes far ahead of the high watermark take no memory;
+- in the simulator, a flooding sender hammering one replica while honest clients run: the
+  replica's pending requests, log, early votes and rejection table stay bounded throughout, and
+  the honest clients keep committing.
+
+Negative controls: ``test_negative_control_an_unbounded_rejection_table_grows_with_the_flood``
+and ``test_negative_control_without_the_window_check_far_votes_take_memory``.
+"""
+
+from __future__ import annotations
+
+import random
+
+from dtm_ray.limits import OTHERS, Throttle, TokenBucket
+from dtm_ray.pbft import replica as replica_module
+from dtm_ray.pbft.log import Log
+from dtm_ray.pbft.messages import Commit, Prepare, seal
+from dtm_ray.sim.hostile import (ATTACK_END_MS, ATTACK_START_MS, FuzzingSender, hostile_world,
+                                 honest_throughput, run_client_attack)
+
+SEED = 3
+
+
+# ---------------------------------------------------------------------------------------------
+# dtm_ray.limits
+
+
+def test_a_token_bucket_allows_a_burst_then_the_sustained_rate():
+    bucket = TokenBucket(rate_per_s=100, burst=10)
+    assert sum(bucket.allow("c", 0) for _ in range(50)) == 10
+    assert sum(bucket.allow("c", 100) for _ in range(50)) == 10  # 100 ms at 100/s refills 10
+    assert sum(bucket.allow("d", 100) for _ in range(5)) == 5  # another key has its own bucket
+    assert bucket.refused["c"] == 80
+
+
+def test_invented_keys_share_one_bucket_beyond_max_keys():
+    bucket = TokenBucket(rate_per_s=1, burst=1, max_keys=100)
+    allowed = sum(bucket.allow(f"sender-{i}", 0) for i in range(10_000))
+    assert len(bucket) == 100 and allowed == 100  # 99 named buckets + the shared one, spent once
+    assert len(bucket.refused) <= 100 and OTHERS in bucket.refused
+
+
+def test_a_flood_of_the_same_rejection_is_reported_once_per_period_and_fully_counted():
+    throttle = Throttle(period_ms=10_000)
+    reports = [throttle.report("Rejected", "mallory", t) for t in range(0, 60_000, 1)]
+    shown = [r for r in reports if r is not None]
+    assert len(shown) == 6 and shown[0] == 0 and shown[1] == 9_999
+    assert throttle.summary() == {"Rejected:mallory": 60_000}
+
+
+def test_the_throttle_table_is_bounded_under_invented_keys():
+    throttle = Throttle(period_ms=1_000, max_keys=50)
+    shown = sum(throttle.report("Rejected", f"s{i}", 0) is not None for i in range(5_000))
+    assert shown == 50 and len(throttle.summary()) == 50
+
+
+# ---------------------------------------------------------------------------------------------
+# A replica's own tables
+
+
+def _world():
+    world, honest, hostile = hostile_world(SEED)
+    world.sim.run_for(ATTACK_START_MS)
+    return world, honest, hostile
+
+
+def test_a_flood_under_invented_sender_names_keeps_the_rejection_table_bounded():
+    world, _, _ = _world()
+    replica = world.sim.node("R1")
+    rng = random.Random(SEED)
+    for i in range(5_000):
+        replica.receive(f"invented-{i}", rng.randbytes(20))
+    replica.take_ready()
+    table = replica.status()["rejected"]
+    assert len(table) <= replica_module.MAX_COUNTED_SENDERS + 1
+    assert sum(table.values()) == 5_000
+
+
+def test_negative_control_an_unbounded_rejection_table_grows_with_the_flood(monkeypatch):
+    bound = replica_module.MAX_COUNTED_SENDERS
+    monkeypatch.setattr(replica_module, "MAX_COUNTED_SENDERS", 10**9)
+    world, _, _ = _world()
+    replica = world.sim.node("R1")
+    for i in range(5_000):
+        replica.receive(f"invented-{i}", b"\x00")
+    assert len(replica.status()["rejected"]) > bound + 1
+
+
+def _far_votes(world, count: int) -> list[bytes]:
+    """Votes signed by R3 (a Byzantine replica may sign anything with its own key) for sequence
+    numbers far beyond the watermark window, with random digests."""
+    rng = random.Random(SEED)
+    high = world.sim.node("R1").log.high
+    keys = world.keys["R3"]
+    return [seal(keys, (Prepare if i % 2 else Commit)(0, high + 1 + rng.randrange(10**9), rng.randbytes(32)))
+            for i in range(count)]
+
+
+def test_votes_ahead_of_the_high_watermark_take_no_memory():
+    world, _, _ = _world()
+    replica = world.sim.node("R1")
+    before = len(replica.log)
+    for payload in _far_votes(world, 3_000):
+        replica.receive("R3", payload)
+    replica.take_ready()
+    assert len(replica.log) <= max(before, world.config.watermark_window)
+    assert replica.ignored >= 3_000
+
+
+def test_negative_control_without_the_window_check_far_votes_take_memory(monkeypatch):
+    monkeypatch.setattr(Log, "in_window", lambda self, seq: True)
+    world, _, _ = _world()
+    replica = world.sim.node("R1")
+    for payload in _far_votes(world, 500):
+        replica.receive("R3", payload)
+    assert len(replica.log) > world.config.watermark_window
+
+
+# ---------------------------------------------------------------------------------------------
+# A flooded replica keeps serving the others
+
+
+def test_a_flooded_replica_stays_bounded_and_honest_clients_keep_committing():
+    world, honest, _ = hostile_world(SEED)
+    rng = random.Random(SEED)
+    far = []
+
+    def make(r: random.Random, dest: str) -> bytes:
+        choice = r.randrange(3)
+        if choice == 0:
+            return r.randbytes(r.randrange(1, 400))
+        if choice == 1 and far:
+            return far[r.randrange(len(far))]
+        return seal(world.keys["R3"], Prepare(0, 10**6 + r.randrange(10**6), r.randbytes(32)))
+
+    flooder = FuzzingSender("R3", ["R1"], make, rng, period_ms=1, until_ms=ATTACK_END_MS)
+    world.sim.schedule(ATTACK_START_MS, lambda sim: (far.extend(_far_votes(world, 50)), flooder.start(sim)))
+    peaks = {"pending_requests": 0, "log_entries": 0, "early_votes": 0, "rejected_keys": 0}
+
+    def probe(sim) -> None:
+        status = sim.node("R1").status()
+        for key, value in (("pending_requests", status["pending_requests"]), ("log_entries", status["log_entries"]),
+                           ("early_votes", len(sim.node("R1").app._early_votes)),
+                           ("rejected_keys", len(status["rejected"]))):
+            peaks[key] = max(peaks[key], value)
+        if sim.now_ms < ATTACK_END_MS:
+            sim.schedule(sim.now_ms + 25, probe)
+
+    world.sim.schedule(0, probe)
+    world.sim.run_for(ATTACK_END_MS)
+    sent = sum(flooder.sent.values())
+    assert sent >= 1_400, sent
+    assert peaks["pending_requests"] <= replica_module.MAX_PENDING
+    assert peaks["log_entries"] <= world.config.watermark_window + 1
+    assert peaks["early_votes"] == 0 and peaks["rejected_keys"] <= 10, peaks
+    flooded_tps = honest_throughput(world, honest, ATTACK_START_MS, ATTACK_END_MS)
+    baseline = run_client_attack(None, SEED)[2]
+    assert flooded_tps >= 0.75 * baseline, (flooded_tps, baseline)
