@@ -137,3 +137,10 @@ def test_a_run_is_reproducible_from_its_seed():
 def test_random_plans_are_deterministic():
     assert random_txn_plan(42) == random_txn_plan(42)
     assert random.Random(1).random() == random.Random(1).random()
+
+
+@pytest.mark.nightly
+@pytest.mark.parametrize("first", range(SEEDS, 10 * SEEDS, 100), ids=lambda s: f"seeds_{s}-{s + 99}")
+def test_nightly_sweep(first):
+    for seed in range(first, first + 100):
+        _check(random_txn_plan(seed, txns_per_client=3))
