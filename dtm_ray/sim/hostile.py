@@ -31,7 +31,7 @@ from dtm_ray.node import Outgoing
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import Executed, Rejected
 from dtm_ray.pbft.messages import Checkpoint, Reply, Request, seal_request
-from dtm_ray.sim.txn_world import BankWorkload, TxnWorld, build_txn_world
+from dtm_ray.sim.txn_world import BankWorkload, ListAppendWorkload, TxnWorld, build_txn_world
 from dtm_ray.txn.messages import AckBatch, DecisionBatch, DecisionItem, TxnRequest, Vote, VoteBatch
 from dtm_ray.txn.ops import Op
 from dtm_ray.wire import MAX_MESSAGE_BYTES, decode, encode
@@ -208,17 +208,23 @@ ATTACK_START_MS = 400  # the bank setup is done by then; the attack and the meas
 ATTACK_END_MS = 1_900
 
 
-def hostile_world(seed: int, **kwargs) -> tuple[TxnWorld, list[str], str]:
-    """A world, its honest clients (started, closed loop), and the hostile client's id."""
+def hostile_world(seed: int, *, workload: str = "bank", **kwargs) -> tuple[TxnWorld, list[str], str]:
+    """A world, its honest clients (started, closed loop, ``bank`` or ``list-append``), and the
+    hostile client's id."""
     world = build_txn_world(seed, clients=HONEST_CLIENTS + 1, **kwargs)
     honest, hostile = list(world.clients[:-1]), world.clients[-1]
-    workload = BankWorkload(list(world.participants), random.Random(seed))
-    world.workload = workload
+    make = BankWorkload if workload == "bank" else ListAppendWorkload
+    world.workload = make(list(world.participants), random.Random(seed))
     world.sim.watch(world._on_output)
     for c in honest:
         world.to_submit[c] = 10**6  # closed loop until the run stops
-    world.setup_done = False
-    world.submit(honest[0], workload.setup())
+    setup = world.workload.setup()
+    if setup:
+        world.setup_done = False
+        world.submit(honest[0], setup)
+    else:
+        for c in honest:
+            world._next(c)
     return world, honest, hostile
 
 
