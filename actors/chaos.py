@@ -16,9 +16,10 @@ Targets are replica indices (``2`` is ``R2``) or party names (``"db-0"``, ``"ali
 Every operation returns when it has taken effect (the re-created actor answers), so a test or a
 shell session can act on it at once.
 
-The chaos actor also **supervises placement**: a party pinned to a Ray node that is gone cannot
+The chaos actor also **supervises placement**: a replica pinned to a Ray node that is gone cannot
 be restarted by Ray (``ActorUnschedulableError``), so a background thread re-creates it on the
-live node with the fewest parties (where, without its disk, a replica recovers by state transfer).
+live node with the fewest parties (where, without its disk, it recovers by state transfer).
+Participants and clients are not moved: their state exists only on their node.
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ class Chaos:
                 node = spec.get("node")
                 if node is None or node in alive or party in self.dead:
                     continue
+                if spec["role"] not in ("replica", "kv-replica"):
+                    continue  # its data lives on that node: it comes back with the node, not elsewhere
                 target = min(alive, key=lambda n: (load[n], n))
                 load[target] += 1
                 self.specs[party] = dict(spec, node=target)

@@ -14,6 +14,11 @@ _CLASSES = {"participant": ParticipantActor, "client": ClientActor, "kv-client":
 _REMOTE: dict[type, object] = {}
 
 
+def here() -> str:
+    """The Ray node this process runs on."""
+    return ray.get_runtime_context().get_node_id()
+
+
 def alive_nodes() -> list[str]:
     return sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
 

@@ -130,6 +130,7 @@ class Cluster:
         self._handles: dict[str, Any] = {}
         self._clients: dict[str, Client] = {}
         self._chaos_actor = None
+        self._home: str | None = None  # the node participants and clients are pinned to, if several
         self.chaos: ChaosControl | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -155,8 +156,14 @@ class Cluster:
             if len(nodes) > 1:  # round-robin over the nodes: a node's loss costs few replicas
                 spec["node"] = nodes[i % len(nodes)]
             self._start_party(spec)
+        # Participants and clients keep state that cannot be re-created elsewhere (a service's
+        # data, a client's request counter), so with several nodes they are pinned beside this
+        # driver, where their directories are, and never moved by the placement supervisor.
+        self._home = launch.here() if len(nodes) > 1 else None
         for party in self.config.participants:
-            self._start_party(self.spec(party, "participant"))
+            spec = self.spec(party, "participant")
+            spec["node"] = self._home
+            self._start_party(spec)
         launch.wait_alive(list(self._handles.values()))
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -186,7 +193,9 @@ class Cluster:
                                   "(ClusterConfig.clients)")
             from actors import launch
 
-            handle = self._start_party(self.spec(name, self._roles["client"]))
+            spec = self.spec(name, self._roles["client"])
+            spec["node"] = self._home
+            handle = self._start_party(spec)
             launch.wait_alive([handle])
             self._register_client(name, handle)
             client = self._clients[name] = Client(name, handle, self.config.submit_timeout_s)
@@ -384,7 +393,3 @@ class ChaosControl:
 
     def plan(self) -> dict:
         return self._call("plan")
-
-
-def connect(*args: Any, **kwargs: Any) -> Cluster:
-    raise NotImplementedError("connect (attach to a cluster started by another driver) is not built yet")

