@@ -168,6 +168,36 @@ def stale_view(*, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Beha
     return behaviour
 
 
+def future_view(*, keys: KeyRing, config: PbftConfig, rng: random.Random, rate: float = 0.3) -> Behaviour:
+    """Pushes for views that nobody asked for: a share (``rate``) of its messages that name a view
+    name a later one instead (VIEW-CHANGEs for views far ahead included), re-signed. One faulty
+    replica must not be able to drag the others into a view change (PBFT joins at f+1)."""
+
+    def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:
+        opened = open_own(keys, payload)
+        field = _view_field(opened[1]) if opened is not None else None
+        if field is None or rng.random() >= rate:
+            return [(dest, payload)]
+        ahead = getattr(opened[1], field) + rng.randint(1, 5)
+        return [(dest, reseal(keys, dest, dataclasses.replace(opened[1], **{field: ahead})))]
+
+    return behaviour
+
+
+def selective(*, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Behaviour:
+    """Talks to only some replicas (a fixed random half of its peers, clients always): a
+    partition from the inside, so that progress depends on exactly the replicas it starves."""
+    peers = [r for r in config.replicas if r != keys.me]
+    heard = set(rng.sample(peers, max(1, len(peers) // 2)))
+
+    def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:
+        if dest in config.replicas and dest not in heard and dest != keys.me:
+            return ()
+        return [(dest, payload)]
+
+    return behaviour
+
+
 def _view_field(msg: Any) -> str | None:
     if isinstance(msg, (PrePrepare, Prepare, Commit, NewView, Reply)):
         return "view"
@@ -364,6 +394,8 @@ CATALOGUE: dict[str, Factory] = {
     "wrong-result": wrong_result,
     "replay": replay,
     "stale-view": stale_view,
+    "future-view": future_view,
+    "selective": selective,
     "delay": delay,
     "flood": flood,
 }

@@ -82,6 +82,19 @@ def test_stale_view_names_an_older_view():
     assert list(behaviour("R2", checkpoint)) == [("R2", checkpoint)]
 
 
+def test_future_view_pushes_later_views_validly_signed():
+    behaviour = CATALOGUE["future-view"](keys=KEYS["R1"], config=CONFIG, rng=random.Random(0), rate=1.0)
+    [(_, payload)] = behaviour("R2", seal(KEYS["R1"], Prepare(2, 1, b"d" * 32)))
+    assert 3 <= signed_by(payload, "R1", Prepare).view <= 7
+
+
+def test_selective_starves_some_peers_but_never_clients():
+    behaviour = make("selective", me="R1", seed=4)
+    heard = {d for d in ("R0", "R2", "R3") if list(behaviour(d, b"m"))}
+    assert len(heard) == 1  # half of its 3 peers, rounded down
+    assert list(behaviour("c0", b"m")) == [("c0", b"m")]
+
+
 def test_replay_resends_old_messages_of_its_own():
     behaviour = make("replay", me="R1")
     sent = [seal(KEYS["R1"], Prepare(0, i, b"d" * 32)) for i in range(30)]
