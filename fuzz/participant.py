@@ -1,0 +1,6 @@
+"""``python -m fuzz.participant -atheris_runs=20000``: fuzz a participant's receive() with hostile bytes."""
+
+from fuzz.targets import handler, run_atheris
+
+if __name__ == "__main__":
+    run_atheris(handler("participant"))

@@ -1,0 +1,108 @@
+"""Protections the hardening work found MISSING: these tests FAIL today, on purpose.
+
+Each names its finding in /work/notes/h7_findings.md (what, where, a proposed fix of a few
+lines). They are excluded from the default run (``-m "not pending"`` in CI would hide them, so
+instead they are skipped unless ``DTM_HOSTILE_PENDING=1``): the lead lands a fix, then deletes
+the skip of that test (or moves it to the matching ``test_hostile_*`` module).
+
+    DTM_HOSTILE_PENDING=1 python -m pytest tests/test_hostile_pending.py
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from dtm_ray.crypto import Envelope
+from dtm_ray.faults import make_behaviour
+from dtm_ray.pbft.events import Evidence, Rejected
+from dtm_ray.pbft.messages import PrePrepare, batch_digest, seal
+from dtm_ray.sim.hostile import (ATTACK_START_MS, client_request, hostile_world, vote_batch)
+from dtm_ray.txn.config import ClientPolicy
+from dtm_ray.txn.messages import Vote
+from dtm_ray.txn.ops import Op, TxnResult
+from dtm_ray.wire import decode
+
+pytestmark = pytest.mark.skipif(os.environ.get("DTM_HOSTILE_PENDING") != "1",
+                                reason="missing protections, see h7_findings.md; DTM_HOSTILE_PENDING=1 runs them")
+
+SEED = 1
+
+
+def _world(**kwargs):
+    world, honest, hostile = hostile_world(SEED, **kwargs)
+    world.sim.run_for(ATTACK_START_MS)
+    return world, honest, hostile
+
+
+def _results(world, client):
+    return [o.output for o in world.sim.outputs if o.party == client and isinstance(o.output, TxnResult)]
+
+
+def test_finding_1_a_refused_request_gets_an_answer_with_its_reason():
+    """A request every correct replica refuses (policy, unknown participant or op, oversized) must
+    reach the client as an aborted TxnResult with the reason, not as silence and endless retries."""
+    world, _, hostile = _world(txn={"policies": {"c4": ClientPolicy(participants=frozenset({"db-0"}))}})
+    world.sim.invoke(hostile, lambda node: node.submit([Op.put("db-1", "k", 1)]))
+    world.sim.run_for(1_000)
+    results = _results(world, hostile)
+    assert results and not results[0].committed and "not permitted to touch db-1" in results[0].reason
+
+
+def test_finding_2_the_coordinator_reports_what_it_rejects():
+    """A vote batch with a bad signature, or from a party that is not a participant, must give a
+    ``Rejected`` output and be counted per sender in the replica's status."""
+    world, _, hostile = _world()
+    liar = world.keys["db-2"]
+    genuine = decode(vote_batch(liar, [Vote("c0:1", 0, True, [], None)]), Envelope)
+    resealed = Envelope("db-2", genuine.body, world.keys["db-1"].sign(genuine.body))
+    from dtm_ray.wire import encode
+    replica = world.sim.node("R1")
+    replica.receive("db-2", encode(resealed))
+    ready = replica.take_ready()
+    assert [o for o in ready.outputs if isinstance(o, Rejected)]
+    assert replica.status()["rejected"].get("db-2") == 1
+
+
+def test_finding_3_an_equivocating_vote_is_an_evidence_output_counted_in_status():
+    """The coordinator keeps equivocating-vote evidence in a list nobody reads: it must be an
+    ``Evidence`` output (so hosts log and persist it) and appear in ``status()["evidence"]``."""
+    world, _, _ = hostile_world(1)
+    world.byzantine["db-2"] = "equivocate-vote"
+    world.sim.set_behaviour("db-2", make_behaviour("equivocate-vote", keys=world.keys["db-2"],
+                                                   config=world.config, rng=random.Random(3)), "equivocate-vote")
+    world.sim.run_for(1_900)
+    outputs = [o.output for o in world.sim.outputs if isinstance(o.output, Evidence) and o.output.accused == "db-2"]
+    assert outputs
+    assert any(world.sim.node(r).status()["evidence"].get("db-2") for r in world.replicas)
+
+
+def test_finding_4_an_equivocation_exposed_by_a_decide_is_recorded():
+    """A replica that holds the participant's YES and executes a DECIDE carrying its NO (signed by
+    the same participant, same transaction) holds a proof: seed 2 has none recorded today."""
+    world, _, _ = hostile_world(2)
+    world.byzantine["db-2"] = "equivocate-vote"
+    world.sim.set_behaviour("db-2", make_behaviour("equivocate-vote", keys=world.keys["db-2"],
+                                                   config=world.config, rng=random.Random(2)), "equivocate-vote")
+    world.sim.run_for(1_900)
+    aborted = [e for e in world.history.values()
+               if e.result is not None and e.result.reason == "equivocating participant"]
+    assert aborted
+    assert any(world.sim.node(r).app.evidence for r in world.replicas)
+
+
+def test_finding_5_a_pre_prepare_larger_than_batch_size_is_refused():
+    """A Byzantine primary may propose a batch of any length up to the 8 MiB envelope: backups
+    should refuse more than ``batch_size`` requests (evidence: invalid-batch)."""
+    world, _, hostile = _world(pbft={"batch_size": 4})
+    replica = world.sim.node("R1")
+    requests = tuple(client_request(world.keys[hostile], world.config, 10 + i, [Op.get("db-0", "k")])
+                     for i in range(5))
+    seq = replica.log.high  # inside the window
+    pp = PrePrepare(replica.view, seq, batch_digest(requests, ()), requests, ())
+    replica.receive("R0", seal(world.keys["R0"], pp))
+    outputs = replica.take_ready().outputs
+    assert replica.log.slot(seq).pp != pp, "the oversized batch was accepted"
+    assert [o for o in outputs if isinstance(o, Evidence) and o.kind == "invalid-batch"]
