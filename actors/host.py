@@ -80,6 +80,25 @@ class Host:
         self._last_activity_ms = self.now_ms()
         self._wake.set()
 
+    def deliver_routed(self, sender: str, routed: dict[str, list[bytes]]) -> None:
+        """Deliveries to the logical parties this actor hosts (a load generator's clients): the
+        core must offer ``receive_for(dest, sender, payload)``."""
+        if sender in self.blocked:
+            self.counters["dropped_partition_in"] += sum(len(p) for p in routed.values())
+            return
+        self.counters["calls_in"] += 1
+        receive_for = getattr(self.core, "receive_for", None)
+        for dest, payloads in routed.items():
+            for payload in payloads:
+                if receive_for is None or not isinstance(payload, bytes) or not isinstance(dest, str):
+                    self.counters["rejected_non_bytes"] += 1
+                    continue
+                self.counters["messages_in"] += 1
+                self.counters["bytes_in"] += len(payload)
+                receive_for(dest, sender, payload)
+        self._last_activity_ms = self.now_ms()
+        self._wake.set()
+
     def wake(self) -> None:
         self._last_activity_ms = self.now_ms()
         self._wake.set()
@@ -158,24 +177,37 @@ class Host:
             self.counters["dropped_overflow"] += 1
 
     def _flush(self) -> None:
+        """One actor call per destination *actor* per turn: the logical clients of one load
+        generator share its actor, so their messages leave together (``deliver_routed``)."""
+        routed: dict[str, dict[str, list[bytes]]] = collections.defaultdict(dict)
         for dest in list(self._buffers):
-            if self._inflight[dest] >= MAX_INFLIGHT:
+            actor = names.actor_party(dest)
+            if self._inflight[actor] >= MAX_INFLIGHT:
                 continue
             batch = self._buffers.pop(dest)
             if not batch:
                 continue
-            handle = self._handle(dest)
-            if handle is None:
-                self.counters["dropped_no_peer"] += len(batch)
-                continue
-            self.counters["calls_out"] += 1
-            self.counters["messages_out"] += len(batch)
-            self.counters["bytes_out"] += sum(len(p) for p in batch)
-            self._inflight[dest] += 1
-            ref = handle.deliver.remote(self.party, batch)
-            asyncio.get_event_loop().create_task(self._settle(dest, ref, batch))
+            if actor == dest:
+                self._call(actor, batch, None)
+            else:
+                routed[actor][dest] = batch
+        for actor, by_dest in routed.items():
+            self._call(actor, [p for batch in by_dest.values() for p in batch], by_dest)
 
-    async def _settle(self, dest: str, ref: Any, batch: list[bytes]) -> None:
+    def _call(self, actor: str, batch: list[bytes], routed: dict[str, list[bytes]] | None) -> None:
+        handle = self._handle(actor)
+        if handle is None:
+            self.counters["dropped_no_peer"] += len(batch)
+            return
+        self.counters["calls_out"] += 1
+        self.counters["messages_out"] += len(batch)
+        self.counters["bytes_out"] += sum(len(p) for p in batch)
+        self._inflight[actor] += 1
+        send = (lambda h: h.deliver.remote(self.party, batch)) if routed is None else \
+            (lambda h: h.deliver_routed.remote(self.party, routed))
+        asyncio.get_event_loop().create_task(self._settle(actor, send(handle), send))
+
+    async def _settle(self, actor: str, ref: Any, send: Callable[[Any], Any]) -> None:
         try:
             try:
                 await ref
@@ -183,17 +215,17 @@ class Host:
                 # The peer is dead, restarting, or was re-created under its name (our handle is
                 # stale): look it up again and try once more; the protocol retransmits the rest.
                 self.counters["calls_failed"] += 1
-                self._handles.pop(dest, None)
-                handle = self._handle(dest)
-                if handle is not None and dest not in self.blocked:
+                self._handles.pop(actor, None)
+                handle = self._handle(actor)
+                if handle is not None and actor not in self.blocked:
                     self.counters["calls_retried"] += 1
                     try:
-                        await handle.deliver.remote(self.party, batch)
+                        await send(handle)
                     except Exception:
-                        self._handles.pop(dest, None)
+                        self._handles.pop(actor, None)
         finally:
-            self._inflight[dest] -= 1
-            if self._buffers.get(dest):
+            self._inflight[actor] -= 1
+            if any(self._buffers.values()):
                 self._wake.set()
 
     def _handle(self, dest: str) -> Any:
@@ -216,7 +248,11 @@ class Host:
             self._buffers.pop(p, None)
 
     def stats(self) -> dict:
+        from dtm_ray.crypto import CRYPTO_OPS
+
         out = dict(self.counters)
+        out.update({"crypto_" + k: v for k, v in CRYPTO_OPS.items()})
+        out["cpu_s"] = round(time.process_time(), 3)
         out["byzantine"] = self.transformer is not None
         out["blocked"] = sorted(self.blocked)
         out["buffered"] = sum(len(b) for b in self._buffers.values())

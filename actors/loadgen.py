@@ -3,6 +3,7 @@ for the checkers.
 
 - **bank**: transfers ``add(src, -x, min=0)`` + ``add(dst, +x)`` between accounts spread over the
   kv participants, and now and then a read of every account (a snapshot the bank checker sums).
+- **hot-key**: bank transfers where most pick their accounts from a small hot set (contention).
 - **list-append**: transactions of a few ``append(key, unique value)`` and ``get(key)`` micro-ops,
   recorded as an Elle history (``dtm_ray.checks.elle``).
 
@@ -28,6 +29,88 @@ def bank_step(rng: random.Random, accounts: list[Account], read_share: float = 0
     src, dst = rng.sample(accounts, 2)
     amount = rng.randint(1, 20)
     return "transfer", [Op.add(src[0], src[1], -amount, min=0), Op.add(dst[0], dst[1], amount)]
+
+
+def hot_bank_step(rng: random.Random, accounts: list[Account], hot: int = 2, hot_share: float = 0.8,
+                  read_share: float = 0.05) -> tuple[str, list[Op]]:
+    """A bank step whose accounts come from the first ``hot`` accounts with ``hot_share``."""
+    if rng.random() < read_share:
+        return "read", [Op.get(p, k) for p, k in accounts]
+    src, dst = (rng.sample(accounts[:max(2, hot)], 2) if rng.random() < hot_share
+                else rng.sample(accounts, 2))
+    amount = rng.randint(1, 20)
+    return "transfer", [Op.add(src[0], src[1], -amount, min=0), Op.add(dst[0], dst[1], amount)]
+
+
+def workload_step(workload: str, rng: random.Random, client: str, n: int, params: dict
+                  ) -> tuple[str, list[Op]]:
+    """The next transaction of ``workload`` ("bank", "hot-key" or "list-append")."""
+    if workload == "bank":
+        return bank_step(rng, [tuple(a) for a in params["accounts"]], params.get("read_share", 0.1))
+    if workload == "hot-key":
+        return hot_bank_step(rng, [tuple(a) for a in params["accounts"]], params.get("hot", 2),
+                             params.get("hot_share", 0.8), params.get("read_share", 0.05))
+    if workload == "list-append":
+        return "txn", list_append_step(rng, client, n, params["participants"], params.get("keys", 8))
+    raise ValueError(f"unknown workload {workload!r}: 'bank', 'hot-key' or 'list-append'")
+
+
+class MuxCore:
+    """Many transaction-client cores behind one ``Node``: the core of a load-generator actor.
+
+    ``receive_for(dest, ...)`` hands a message to the logical client it was sent to; ``tick``
+    ticks every client (at most every ``tick_every_ms``: a client's only timer is its retry,
+    hundreds of ms); ``take_ready`` merges what the clients that did something want done.
+    """
+
+    def __init__(self, node_id: str, clients: dict[str, Any], tick_every_ms: int = 20) -> None:
+        self.node_id = node_id
+        self.clients = clients
+        self.tick_every_ms = tick_every_ms
+        self._dirty: set[str] = set()
+        self._last_tick = -tick_every_ms
+        self.unroutable = 0
+
+    def receive(self, sender: str, payload: bytes) -> None:
+        self.unroutable += 1  # not addressed to a logical client: nobody here to take it
+
+    def receive_for(self, dest: str, sender: str, payload: bytes) -> None:
+        client = self.clients.get(dest)
+        if client is None:
+            self.unroutable += 1
+            return
+        client.receive(sender, payload)
+        self._dirty.add(dest)
+
+    def submit(self, client: str, ops: list[Op]) -> str:
+        core = self.clients[client]
+        self._dirty.add(client)
+        return core.txn_id(core.submit(ops))
+
+    def tick(self, now_ms: int) -> None:
+        if now_ms - self._last_tick < self.tick_every_ms:
+            return
+        self._last_tick = now_ms
+        for name, client in self.clients.items():
+            client.tick(now_ms)
+        self._dirty.update(self.clients)
+
+    def take_ready(self):
+        from dtm_ray.node import Ready
+
+        merged = Ready()
+        for name in self._dirty:
+            ready = self.clients[name].take_ready()
+            merged.writes += ready.writes
+            merged.send_now += ready.send_now
+            merged.send_after_persist += ready.send_after_persist
+            merged.outputs += ready.outputs
+        self._dirty.clear()
+        return merged
+
+    def status(self) -> dict:
+        return {"logical_clients": len(self.clients), "unroutable": self.unroutable,
+                "outstanding": sum(c.outstanding for c in self.clients.values())}
 
 
 def list_append_step(rng: random.Random, client: str, n: int, participants: list[str], keys: int

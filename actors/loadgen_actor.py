@@ -1,0 +1,147 @@
+"""The load-generator actor: many logical clients in one process, in closed or open loop.
+
+Each logical client is a real transaction client (``TxnClient``) with its own identity, keys and
+request ids, named ``"<actor>..c<i>"`` so that replicas' replies reach this actor
+(``actors.names.MUX``) and leave it together (one call per replica per turn for all clients).
+One ``Host`` runs them all (``actors.loadgen.MuxCore``): batching at the client hop comes from
+the host's coalescing, not from any change to the protocol.
+
+- **closed loop** (``concurrency``): that many clients each submit, wait, record, repeat;
+- **open loop** (``rate``): arrivals at a fixed rate are queued and served by free clients; a
+  transaction's latency counts from its *scheduled* arrival (so a queue shows as latency), and
+  arrivals still queued at the end are reported as ``backlog``.
+
+Request ids start at 1 and live in memory: a load generator's clients are fresh identities per
+cluster and are never restarted (a restarted one would be refused as a replay, safely).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from typing import Any
+
+from actors.host import Host
+from actors.loadgen import MuxCore, Record, op_tuple, workload_step
+from dtm_ray.storage import MemoryStorage
+
+
+def client_names(actor: str, count: int) -> list[str]:
+    from actors.names import MUX
+
+    return [f"{actor}{MUX}c{i}" for i in range(count)]
+
+
+def client_ring(ring: dict, replicas: list[str]) -> dict:
+    """A logical client's key ring pruned to what it uses (its own keys, the replicas'), so that
+    a generator of thousands of clients does not carry every other client's public key."""
+    keep = set(replicas) | {ring["me"]}
+    return {"me": ring["me"], "signing_key": ring["signing_key"],
+            "public_keys": {p: k for p, k in ring["public_keys"].items() if p in keep},
+            "mac_keys": {p: k for p, k in ring["mac_keys"].items() if p in keep}}
+
+
+class LoadGenActor:
+    def __init__(self, spec: dict) -> None:
+        from dtm_ray.config import ClusterConfig
+        from dtm_ray.crypto import KeyRing
+        from dtm_ray.txn.client import TxnClient
+
+        self.party = spec["party"]
+        cfg = ClusterConfig.from_dict(spec["config"])
+        pbft = cfg.pbft_config()
+        clients = {name: TxnClient(name, pbft, KeyRing.from_dict(ring)) for name, ring in spec["keys"].items()}
+        self.core = MuxCore(self.party, clients)
+        self.host = Host(self.party, spec["namespace"], self.core, MemoryStorage(), cfg.tick_ms, self.on_outputs)
+        self._waiting: dict[str, asyncio.Future] = {}
+
+    # -- transport ------------------------------------------------------------------------------
+    async def deliver(self, sender: str, payloads: list[bytes]) -> None:
+        self.host.deliver(sender, payloads)
+
+    async def deliver_routed(self, sender: str, routed: dict[str, list[bytes]]) -> None:
+        self.host.deliver_routed(sender, routed)
+
+    async def ping(self) -> str:
+        return self.party
+
+    async def status(self) -> dict:
+        import os
+
+        return {"id": self.party, "role": "loadgen", "pid": os.getpid(), **self.core.status(),
+                "host": self.host.stats()}
+
+    def on_outputs(self, outputs: list[Any]) -> None:
+        for item in outputs:
+            future = self._waiting.get(getattr(item, "txn_id", None))
+            if future is not None and not future.done():
+                future.set_result(item)
+
+    # -- load -----------------------------------------------------------------------------------
+    async def run(self, workload: str, *, duration_s: float, concurrency: int | None = None,
+                  rate: float | None = None, seed: int = 0, timeout_s: float = 10.0,
+                  params: dict | None = None) -> dict:
+        """Closed loop with ``concurrency`` clients, or open loop at ``rate`` txn/s; returns
+        ``{"records": [Record as dict], "backlog": n, "clients_lost": n}``."""
+        params = params or {}
+        names = list(self.core.clients)
+        deadline = time.monotonic() + duration_s
+        records: list[dict] = []
+        lost = [0]
+        if rate is None:
+            workers = min(concurrency or len(names), len(names))
+            arrivals = None
+        else:
+            workers, arrivals = len(names), asyncio.Queue()
+        tasks = [asyncio.get_event_loop().create_task(
+            self._client_loop(names[i], random.Random(seed * 100_003 + i), workload, params, deadline,
+                              timeout_s, arrivals, records, lost)) for i in range(workers)]
+        if arrivals is not None:
+            await self._arrivals(arrivals, rate, deadline)
+        await asyncio.gather(*tasks)
+        backlog = arrivals.qsize() if arrivals is not None else 0
+        return {"records": records, "backlog": backlog, "clients_lost": lost[0]}
+
+    async def _arrivals(self, queue: asyncio.Queue, rate: float, deadline: float) -> None:
+        start, k = time.monotonic(), 0
+        while time.monotonic() < deadline:
+            k += 1
+            due = start + k / rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            queue.put_nowait(time.time_ns())
+
+    async def _client_loop(self, name: str, rng: random.Random, workload: str, params: dict, deadline: float,
+                           timeout_s: float, arrivals: asyncio.Queue | None, records: list, lost: list) -> None:
+        n = 0
+        while time.monotonic() < deadline:
+            if arrivals is None:
+                start_ns = time.time_ns()
+            else:
+                try:
+                    start_ns = await asyncio.wait_for(arrivals.get(), max(0.001, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    return
+            kind, ops = workload_step(workload, rng, name, n, params)
+            n += 1
+            record = await self._one(name, kind, ops, start_ns, timeout_s)
+            records.append(record)
+            if record["status"] == "info":  # its request is still outstanding: retire the client
+                lost[0] += 1
+                return
+
+    async def _one(self, name: str, kind: str, ops: list, start_ns: int, timeout_s: float) -> dict:
+        txn_id = self.core.submit(name, ops)
+        future = asyncio.get_event_loop().create_future()
+        self._waiting[txn_id] = future
+        self.host.wake()
+        tuples = [op_tuple(o) for o in ops]
+        try:
+            result = await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            return dataclasses.asdict(Record(txn_id, kind, tuples, "info", None, "timeout", start_ns, None))
+        finally:
+            self._waiting.pop(txn_id, None)
+        return dataclasses.asdict(Record(result.txn_id, kind, tuples, "ok" if result.committed else "fail",
+                                         list(result.reads or []), result.reason, start_ns, time.time_ns()))

@@ -1,0 +1,272 @@
+"""Ray cluster sweep: throughput, latency and per-transaction costs, with faults; JSON + PNG plots.
+
+    python -m benchmarks.bench_ray                     # the default sweep (several minutes)
+    python -m benchmarks.bench_ray --quick --out DIR   # a few seconds of load (CI)
+
+Every point starts its own cluster, runs load generators (``actors.loadgen_actor``: many logical
+clients per actor, closed loop by ``--concurrency`` or open loop by ``--rate``), optionally injects
+a fault, and records committed txn/s, p50/p95/p99 latency, the abort rate and its reasons, and per
+committed transaction the actor calls, messages, bytes, fsyncs, signatures/MACs made and checked
+and CPU seconds, summed over every party. The bank invariant and atomicity are checked on every
+point's history: a point whose result is wrong raises instead of being reported. The f = 0 point
+(one coordinator replica, same code) is the crash-fault baseline; ``bft_cost`` is the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import time
+
+FAULTS = ("none", "crash-backup", "crash-primary", "byzantine")
+COST_KEYS = ("calls_out", "messages_out", "bytes_out", "fsyncs", "crypto_sign", "crypto_verify",
+             "crypto_mac", "crypto_mac_checked", "cpu_s")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return round(values[min(len(values) - 1, int(q * len(values)))], 1)
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def party_totals(statuses: list[dict]) -> dict:
+    out = {k: sum(s.get("host", {}).get(k, 0) for s in statuses) for k in COST_KEYS}
+    out["view_changes"] = max((s.get("host", {}).get("out:ViewChanged", 0) for s in statuses), default=0)
+    out["by_party"] = {s["id"]: {k: s.get("host", {}).get(k, 0) for k in ("cpu_s", "calls_out", "fsyncs")}
+                       for s in statuses if "id" in s}
+    return out
+
+
+def all_statuses(cluster, generators) -> list[dict]:
+    import ray
+
+    st = cluster.status()
+    parties = [*st["replicas"], *st["participants"].values(), *st["clients"].values()]
+    return parties + ray.get([g.status.remote() for g in generators], timeout=30)
+
+
+def start_generators(cluster, cfg, groups: dict[str, list[str]]) -> list:
+    import ray
+
+    from actors.loadgen_actor import LoadGenActor, client_ring
+    from actors.names import actor_name
+
+    remote = ray.remote(LoadGenActor)
+    handles = []
+    for actor, clients in groups.items():
+        spec = {"party": actor, "namespace": cluster.namespace, "config": cfg.to_dict(),
+                "keys": {c: client_ring(cluster._keyrings[c], list(cfg.replicas)) for c in clients}}
+        handles.append(remote.options(name=actor_name(actor), namespace=cluster.namespace, num_cpus=0,
+                                      max_concurrency=10_000).remote(spec))
+    ray.get([h.ping.remote() for h in handles], timeout=120)
+    return handles
+
+
+def run_point(*, f: int, concurrency: int, rate: float | None, workload: str, duration_s: float,
+              fault: str, generators: int, seed: int, auth: str, byzantine: str = "equivocate",
+              overrides: dict | None = None) -> dict:
+    import ray
+
+    import dtm_ray
+    from actors.loadgen import bank_accounts_of, bank_setup_of, check_bank_run
+    from actors.loadgen_actor import client_names
+    from dtm_ray.config import ClusterConfig
+
+    per_gen = max(1, -(-concurrency // generators))
+    groups = {f"lg{g}": client_names(f"lg{g}", per_gen) for g in range(generators)}
+    logical = [c for cs in groups.values() for c in cs]
+    cfg = ClusterConfig(f=f, clients=("setup", *logical), log_level="WARNING", auth_scheme=auth, **(overrides or {}))
+    point = {"n": cfg.replica_count, "f": f, "concurrency": concurrency, "rate": rate, "workload": workload,
+             "fault": fault, "generators": generators, "auth": auth, "duration_s": duration_s, "seed": seed,
+             "config": overrides or {}}
+    log(f"point {point}: starting cluster")
+    with dtm_ray.start(cfg) as cluster:
+        accounts = bank_accounts_of(cluster, 8)
+        total = bank_setup_of(cluster, accounts, client="setup")
+        gens = start_generators(cluster, cfg, groups)
+        before = party_totals(all_statuses(cluster, gens))
+        load_before = load_average()
+        params = {"accounts": [list(a) for a in accounts], "read_share": 0.05}
+        per_gen_conc = max(1, concurrency // generators)
+        t0 = time.monotonic()
+        t0_ns = time.time_ns()
+        if fault == "crash-backup":
+            cluster.chaos.crash(cfg.replica_count - 1)
+        if fault == "byzantine":
+            cluster.chaos.byzantine(0, byzantine, seed=seed)  # the primary: its view change is part of the run
+        refs = [g.run.remote(workload, duration_s=duration_s, concurrency=per_gen_conc,
+                             rate=None if rate is None else rate / generators, seed=seed * 1000 + i,
+                             timeout_s=max(10.0, duration_s), params=params) for i, g in enumerate(gens)]
+        fault_at = None
+        while True:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0)
+            elapsed = time.monotonic() - t0
+            if fault == "crash-primary" and fault_at is None and elapsed >= duration_s / 2:
+                fault_at = round(elapsed, 2)
+                log(f"crashing the primary at {fault_at} s")
+                cluster.chaos.crash(0)
+            if len(ready) == len(refs):
+                break
+            log(f"  {elapsed:5.1f}/{duration_s} s")
+        runs = ray.get(refs)
+        elapsed = time.monotonic() - t0
+        after = party_totals(all_statuses(cluster, gens))
+        records = [r for run in runs for r in run["records"]]
+        check_bank_run(cluster, accounts, total, records)  # raises on a wrong result
+        point.update(summarise(records, elapsed, t0_ns, before, after))
+        point.update({"backlog": sum(r["backlog"] for r in runs), "clients_lost": sum(r["clients_lost"] for r in runs),
+                      "fault_at_s": fault_at if fault == "crash-primary" else (0.0 if fault != "none" else None),
+                      "load_average": {"before": load_before, "after": load_average()}, "checked": True})
+    log(f"  -> {point['committed_per_s']} txn/s, p50 {point['latency_ms']['p50']} ms")
+    return point
+
+
+def summarise(records: list[dict], elapsed: float, t0_ns: int, before: dict, after: dict) -> dict:
+    committed = [r for r in records if r["status"] == "ok"]
+    aborted = [r for r in records if r["status"] == "fail"]
+    lat = sorted((r["end_ns"] - r["start_ns"]) / 1e6 for r in committed)
+    n = max(1, len(committed))
+    timeline = collections.Counter(int((r["end_ns"] - t0_ns) / 5e8) for r in committed)
+    return {
+        "elapsed_s": round(elapsed, 2), "submitted": len(records), "committed": len(committed),
+        "aborted": len(aborted), "unknown": sum(r["status"] == "info" for r in records),
+        "committed_per_s": round(len(committed) / elapsed, 2),
+        "abort_rate": round(len(aborted) / max(1, len(records)), 3),
+        "abort_reasons": dict(collections.Counter(str(r["reason"]) for r in aborted).most_common(5)),
+        "latency_ms": {"p50": percentile(lat, 0.5), "p95": percentile(lat, 0.95), "p99": percentile(lat, 0.99)},
+        "per_committed": {k: round((after[k] - before[k]) / n, 3) for k in COST_KEYS},
+        "per_committed_by_party": {p: {k: round((v[k] - before["by_party"].get(p, {}).get(k, 0)) / n, 4) for k in v}
+                                   for p, v in after["by_party"].items()},
+        "view_changes": after["view_changes"] - before["view_changes"],
+        "timeline": [[i / 2, timeline.get(i, 0) * 2] for i in range(int(elapsed * 2) + 1)],  # (s, txn/s)
+    }
+
+
+def sweep(args) -> list[dict]:
+    base = dict(workload=args.workload, duration_s=args.duration, generators=args.generators, auth=args.auth,
+                seed=args.seed, rate=None, overrides=json.loads(args.config))
+    if args.quick:
+        return [dict(base, f=1, concurrency=8, fault="none"), dict(base, f=0, concurrency=8, fault="none")]
+    points = [dict(base, f=1, concurrency=c, fault="none") for c in args.concurrency]
+    top = max(args.concurrency)
+    points += [dict(base, f=0, concurrency=top, fault="none")]
+    points += [dict(base, f=f, concurrency=top, fault="none") for f in args.more_f]
+    points += [dict(base, f=1, concurrency=top, fault=x) for x in args.faults if x != "none"]
+    return points
+
+
+def derived(points: list[dict]) -> dict:
+    def best(**match):
+        cands = [p for p in points if all(p.get(k) == v for k, v in match.items())]
+        return max(cands, key=lambda p: p["concurrency"]) if cands else None
+
+    out = {}
+    bft, cft = best(f=1, fault="none"), best(f=0, fault="none")
+    if bft and cft and bft["committed_per_s"]:
+        out["bft_cost"] = {"throughput_ratio_f0_over_f1": round(cft["committed_per_s"] / bft["committed_per_s"], 2),
+                           "calls_ratio_f1_over_f0": _ratio(bft, cft, "calls_out"),
+                           "fsyncs_ratio_f1_over_f0": _ratio(bft, cft, "fsyncs"),
+                           "cpu_ratio_f1_over_f0": _ratio(bft, cft, "cpu_s")}
+    return out
+
+
+def _ratio(a: dict, b: dict, key: str) -> float | None:
+    x, y = a["per_committed"][key], b["per_committed"][key]
+    return round(x / y, 2) if y else None
+
+
+def plot(points: list[dict], out_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    clean = [p for p in points if p["fault"] == "none"]
+    fig, ax = plt.subplots()
+    for f in sorted({p["f"] for p in clean}):
+        ps = sorted((p for p in clean if p["f"] == f), key=lambda p: p["concurrency"])
+        ax.plot([p["committed_per_s"] for p in ps], [p["latency_ms"]["p50"] or 0 for p in ps], "o-", label=f"n={ps[0]['n']} p50")
+        ax.plot([p["committed_per_s"] for p in ps], [p["latency_ms"]["p99"] or 0 for p in ps], "x--", label=f"n={ps[0]['n']} p99")
+    ax.set_xlabel("committed txn/s"); ax.set_ylabel("latency (ms)"); ax.legend(); ax.set_title("throughput vs latency")
+    files.append(_save(fig, out_dir, "throughput_latency.png"))
+    fig, ax = plt.subplots()
+    by_n = {}
+    for p in clean:
+        if p["concurrency"] == max(q["concurrency"] for q in clean):
+            by_n[p["n"]] = p["committed_per_s"]
+    ax.bar([str(n) for n in sorted(by_n)], [by_n[n] for n in sorted(by_n)])
+    ax.set_xlabel("replicas n"); ax.set_ylabel("committed txn/s"); ax.set_title("throughput vs n")
+    files.append(_save(fig, out_dir, "throughput_n.png"))
+    fig, ax = plt.subplots()
+    for p in points:
+        if p["f"] == 1 and p["concurrency"] == max(q["concurrency"] for q in points):
+            xs, ys = zip(*p["timeline"]) if p["timeline"] else ((), ())
+            line, = ax.plot(xs, ys, label=p["fault"])
+            if p.get("fault_at_s"):
+                ax.axvline(p["fault_at_s"], color=line.get_color(), linestyle=":")
+    ax.set_xlabel("time (s)"); ax.set_ylabel("committed txn/s (0.5 s bins)"); ax.legend(); ax.set_title("throughput over time")
+    files.append(_save(fig, out_dir, "throughput_time.png"))
+    return files
+
+
+def _save(fig, out_dir: str, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two short points (n=4 and n=1), for CI")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument("--more-f", type=int, nargs="*", default=[2], help="extra f values (n=3f+1) at top concurrency")
+    parser.add_argument("--faults", nargs="*", default=list(FAULTS[1:]), choices=FAULTS)
+    parser.add_argument("--workload", default="bank", choices=["bank", "hot-key"])
+    parser.add_argument("--generators", type=int, default=1)
+    parser.add_argument("--auth", default="ed25519", choices=["ed25519", "hmac"])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default="bench_out")
+    parser.add_argument("--config", default="{}", help='ClusterConfig overrides as JSON, e.g. \'{"view_change_timeout_ms": 2000}\'')
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick and args.duration == 10.0:
+        args.duration = 3.0
+    os.makedirs(args.out, exist_ok=True)
+    points = []
+    for spec in sweep(args):
+        points.append(run_point(**spec))
+        _write(args.out, points)
+    result = {"points": points, **derived(points)}
+    if not args.no_plots:
+        result["plots"] = plot(points, args.out)
+    _write(args.out, points, result)
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def _write(out_dir: str, points: list[dict], result: dict | None = None) -> None:
+    with open(os.path.join(out_dir, "bench.json"), "w") as fh:
+        json.dump(result or {"points": points, "partial": True}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
