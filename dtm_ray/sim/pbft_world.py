@@ -50,11 +50,11 @@ class PbftWorld:
     submitted: set[tuple[str, int]] = field(default_factory=set)
     to_submit: dict[str, int] = field(default_factory=dict)  # client -> requests still to send
     think_ms: int = 0  # a client waits up to this long (uniformly) before its next request
+    healed_at_ms: int = 0  # when the fault phase ended (liveness is measured from there)
     _answered: set[tuple[str, int]] = field(default_factory=set)  # submitted and answered (kept by a watcher)
 
     def __post_init__(self) -> None:
         self.sim.watch(self._on_output)
-    healed_at_ms: int = 0
 
     # -- the parties ----------------------------------------------------------------------------
     @property
