@@ -86,7 +86,8 @@ def feed(role: str, index: int, variant: str, seed: int, *, oversized: bool = Fa
     rng = random.Random(seed)
     src, dest, payload = BY_ROLE[role][index % len(BY_ROLE[role])]
     hostile = hostile_variant(variant, rng, payload, target_kind=role, impostor=_impostor_for(src, dest, rng),
-                              client=WORLD.keys[next(c for c in WORLD.clients if c != src)], oversized=oversized)
+                              client=WORLD.keys[next(c for c in WORLD.clients
+                                                     if c not in (src, decode(payload, Envelope).sender))], oversized=oversized)
     node = WORLD.sim.node(dest)
     before, count = _fingerprint(dest), _rejections(dest)
     node.receive(src, hostile)
