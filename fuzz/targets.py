@@ -71,8 +71,8 @@ class Cluster:
             return "fuzzer", dest, data[1:]
         src, dest, payload = self.traffic[role][int.from_bytes(data[1:3], "big") % len(self.traffic[role])]
         rng = random.Random(data[4:])
-        others = [p for p in self.world.keys if p not in (src, dest)]
         author = decode(payload, Envelope).sender  # a replica forwards a client's own request
+        others = [p for p in self.world.keys if p not in (src, dest, author)]
         variant = VARIANTS[data[3] % len(VARIANTS)]
         return src, dest, hostile_variant(variant, rng, payload, target_kind=role,
                                           impostor=self.world.keys[rng.choice(others)],

@@ -69,8 +69,11 @@ def _rejections(party: str) -> int:
     return node.status()["rejected"]
 
 
-def _impostor_for(sender: str, dest: str, rng: random.Random):
-    others = [p for p in WORLD.keys if p not in (sender, dest)]
+def _impostor_for(sender: str, dest: str, payload: bytes, rng: random.Random):
+    """A party other than the transport sender, the destination and the message's author (a
+    replica forwards a client's own request: that client's name on it would be a plain replay)."""
+    author = decode(payload, Envelope).sender
+    others = [p for p in WORLD.keys if p not in (sender, dest, author)]
     return WORLD.keys[rng.choice(others)]
 
 
@@ -85,7 +88,7 @@ def _coordinator_message(payload: bytes) -> bool:
 def feed(role: str, index: int, variant: str, seed: int, *, oversized: bool = False) -> None:
     rng = random.Random(seed)
     src, dest, payload = BY_ROLE[role][index % len(BY_ROLE[role])]
-    hostile = hostile_variant(variant, rng, payload, target_kind=role, impostor=_impostor_for(src, dest, rng),
+    hostile = hostile_variant(variant, rng, payload, target_kind=role, impostor=_impostor_for(src, dest, payload, rng),
                               client=WORLD.keys[next(c for c in WORLD.clients
                                                      if c not in (src, decode(payload, Envelope).sender))], oversized=oversized)
     node = WORLD.sim.node(dest)
