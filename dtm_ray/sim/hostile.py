@@ -25,8 +25,7 @@ from typing import Callable, Iterable
 
 import msgpack
 
-from dtm_ray.crypto import Envelope, KeyRing, seal_signed
-from dtm_ray.errors import RemoteProtocolError
+from dtm_ray.crypto import Envelope, KeyRing, seal_mac, seal_signed
 from dtm_ray.node import Outgoing
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import Executed, Rejected
@@ -99,15 +98,6 @@ def hostile_variant(kind: str, rng: random.Random, payload: bytes, *, target_kin
     raise ValueError(f"unknown variant {kind!r}")
 
 
-def is_rejectable(payload: bytes) -> bool:
-    """Does the strict decoder already refuse these bytes as an envelope? (For reports.)"""
-    try:
-        decode(payload, Envelope)
-        return False
-    except RemoteProtocolError:
-        return True
-
-
 # ---------------------------------------------------------------------------------------------
 # Requests a hostile client crafts
 
@@ -149,8 +139,6 @@ def vote_batch(keys: KeyRing, votes: Iterable[Vote]) -> bytes:
 
 
 def ack_batch(keys: KeyRing, dest: str, items: Iterable[DecisionItem]) -> bytes:
-    from dtm_ray.crypto import seal_mac
-
     return seal_mac(keys, dest, AckBatch(tuple(items)))
 
 
