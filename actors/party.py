@@ -127,6 +127,7 @@ class ClientActor(PartyActor):
         # persisted before the request can leave (the host sends on its next turn)
         self.storage.write([(NEXT_REQUEST_KEY, str(request_id + 1).encode())])
         key = self.core.txn_id(request_id) if hasattr(self.core, "txn_id") else request_id
+        self.log.bind(txn=str(key)).info("Request {}", logs.short(operation))  # the audit trail's first line
         future = asyncio.get_event_loop().create_future()
         self._waiting[key] = future
         self.host.wake()

@@ -47,6 +47,10 @@ def setup(spec: dict):
     return logger.bind(role=role, id=party)
 
 
+# a transaction's steps that every replica reports: in the audit trail, but below INFO on stderr
+_EVERY_REPLICA = frozenset({"Ordered", "PreparesSent", "Decided", "Final"})
+
+
 def output(log, item: Any) -> None:
     """Log one output a core reported (an event, a result), audit-tagged when it names a txn."""
     name = type(item).__name__
@@ -55,21 +59,23 @@ def output(log, item: Any) -> None:
     bound = log.bind(view=view, seq=seq)
     txn = getattr(item, "txn_id", None)
     if txn is not None:
-        bound.bind(txn=str(txn)).info("{} {}", name, _short(item))
+        level = "DEBUG" if name in _EVERY_REPLICA else "INFO"
+        bound.bind(txn=str(txn)).log(level, "{} {}", name, short(item))
         return
     if name in ("Evidence", "Rejected"):
-        bound.warning("{} {}", name, _short(item))
+        bound.warning("{} {}", name, short(item))
     elif name in ("ViewChanged", "StateTransferred", "CheckpointStable"):
-        bound.info("{} {}", name, _short(item))
+        bound.info("{} {}", name, short(item))
     elif name == "Executed":
         for client, request_id in getattr(item, "requests", ()):
             bound.bind(txn=f"{client}:{request_id}").debug("executed at seq {}", seq)
-        bound.debug("{} {}", name, _short(item))
+        bound.debug("{} {}", name, short(item))
     else:
-        bound.debug("{} {}", name, _short(item))
+        bound.debug("{} {}", name, short(item))
 
 
-def _short(item: Any) -> str:
+def short(item: Any) -> str:
+    """``repr(item)``, cut to 300 characters (log lines stay one readable line)."""
     text = repr(item)
     return text if len(text) <= 300 else text[:297] + "..."
 

@@ -20,7 +20,7 @@ on its clock; ``execute*`` must not).
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from dtm_ray.crypto import Envelope
 
@@ -67,3 +67,14 @@ class App(Protocol):
     def take_messages(self) -> list[Outgoing]:
         """Messages the application wants sent (decisions and prepares to participants); they
         leave after the replica's writes of this step are durable."""
+
+    # Optional: ``take_events() -> list`` (observations for the host, e.g. the transaction layer's
+    # audit events; an ``Evidence`` among them is recorded and counted by the replica). An app
+    # without it (KvApp) reports none: see ``take_events`` below, which the replica calls.
+
+
+def take_events(app: object) -> list[Any]:
+    """What ``app`` wants reported through ``Ready.outputs`` since the last call (none if it does
+    not implement the optional ``take_events``)."""
+    method = getattr(app, "take_events", None)
+    return method() if method is not None else []

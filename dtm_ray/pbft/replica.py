@@ -34,7 +34,7 @@ from dtm_ray.crypto import Envelope, KeyRing, open_envelope, seal_mac
 from dtm_ray.errors import AuthError, ConfigError, RemoteProtocolError
 from dtm_ray.node import Outbox, Ready, Storage
 from dtm_ray.pbft import checkpoint, persist, quorum, statetransfer
-from dtm_ray.pbft.app import App, ReplyItem, Verdict
+from dtm_ray.pbft.app import App, ReplyItem, Verdict, take_events
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import (CheckpointStable, Evidence, Executed, Rejected, StateTransferred,
                                  ViewChanged)
@@ -177,6 +177,11 @@ class Replica:
         self._propose()
         for dest, payload in self.app.take_messages():
             self._out.send(dest, payload)
+        for event in take_events(self.app):
+            if isinstance(event, Evidence):  # the app's proof (a participant's two votes): count it
+                self._evidence(event.accused, event.kind, event.proof)
+            else:
+                self._out.output(event)
 
     # =========================================================================================
     # Authentication and dispatch

@@ -30,6 +30,7 @@ from dtm_ray.errors import DecodeError, RemoteProtocolError
 from dtm_ray.pbft.app import Outgoing, ReplyItem, Verdict
 from dtm_ray.pbft.events import Evidence
 from dtm_ray.txn.config import TxnConfig
+from dtm_ray.txn.events import Decided, Final, Ordered, PreparesSent
 from dtm_ray.txn.messages import (AckBatch, CoordinatorState, Decide, DecidedTxn, DecisionBatch, DecisionItem,
                                   PendingTxn, PrepareBatch, PrepareItem, Query, Slot, TxnRequest, Vote, VoteBatch)
 from dtm_ray.txn.ops import OPS_OF_KIND, TxnResult, txn_id_of
@@ -37,6 +38,7 @@ from dtm_ray.wire import decode, encode
 
 VERIFIED_CACHE = 4096  # vote batches whose signature this replica checked (by digest)
 EARLY_VOTES = 10_000  # votes for transactions this replica has not executed yet
+MAX_EVIDENCE = 1_000  # equivocating-vote proofs kept in ``evidence``
 TIMEOUT_REASON = "vote timeout"
 
 
@@ -63,7 +65,9 @@ class CoordinatorApp:
         self._counts: Counter[str] = Counter()
         self._proposals_cache: list[bytes] | None = None
         self._proposals_expire: float = 0
-        self.evidence: list[Evidence] = []
+        self.evidence: list[Evidence] = []  # bounded: one per (participant, transaction), at most MAX_EVIDENCE
+        self._evidence_keys: set[tuple[str, str]] = set()
+        self._events: list = []  # audit events and evidence for the host (take_events)
         self.rejected: Counter[str] = Counter()
 
     # =========================================================================================
@@ -115,8 +119,10 @@ class CoordinatorApp:
         self._pending[txn_id] = txn
         self._started[txn_id] = self._now
         self._changed()
+        self._events.append(Ordered(txn_id, seq))
         self._adopt_early_votes(txn)
         self._send_prepares(txn)
+        self._events.append(PreparesSent(txn_id, tuple(s.participant for s in slots), tuple(s.pseq for s in slots)))
         return []
 
     def execute_proposal(self, seq: int, proposal: bytes) -> list[ReplyItem]:
@@ -132,11 +138,11 @@ class CoordinatorApp:
             yes = {p: v for p, v in votes.items() if v.yes}
             if len(yes) != len(txn.slots):
                 return []  # not provable: correct replicas never let this through (see validate)
-            return [self._decide(txn, True, self._reads(txn, yes), None)]
+            return [self._decide(seq, txn, True, self._reads(txn, yes), None)]
         refusals = [votes[s.participant] for s in txn.slots
                     if s.participant in votes and not votes[s.participant].yes]
         reason = refusals[0].reason if refusals else TIMEOUT_REASON
-        return [self._decide(txn, False, [None] * len(txn.ops), reason or "participant voted no")]
+        return [self._decide(seq, txn, False, [None] * len(txn.ops), reason or "participant voted no")]
 
     def snapshot(self) -> bytes:
         return encode(CoordinatorState(
@@ -157,7 +163,7 @@ class CoordinatorApp:
         self._prepare_sent = {t: s for t, s in self._prepare_sent.items() if t in self._pending}
 
     # -- helpers of the deterministic part ---------------------------------------------------
-    def _decide(self, txn: PendingTxn, commit: bool, reads: list, reason: str | None) -> ReplyItem:
+    def _decide(self, seq: int, txn: PendingTxn, commit: bool, reads: list, reason: str | None) -> ReplyItem:
         del self._pending[txn.txn_id]
         self._changed()
         self._decided[txn.txn_id] = DecidedTxn(txn.txn_id, commit, txn.slots)
@@ -169,6 +175,7 @@ class CoordinatorApp:
         self._unacked[txn.txn_id] = {s.participant for s in txn.slots}
         self._send_decisions(txn.txn_id)
         outcome = "commit" if commit else "abort"
+        self._events.append(Decided(txn.txn_id, outcome, seq, reason))
         return self._reply(txn.client, txn.request_id, TxnResult(commit, outcome, txn.txn_id, reads, reason))
 
     def _reply(self, client: str, request_id: int, result: TxnResult) -> ReplyItem:
@@ -319,6 +326,11 @@ class CoordinatorApp:
         self._decision_out.clear()
         return out
 
+    def take_events(self) -> list:
+        """Audit events (``txn.events``) and equivocating-vote ``Evidence`` since the last call."""
+        events, self._events = self._events, []
+        return events
+
     def status(self) -> dict:
         return {
             "pending": len(self._pending), "in_flight": len(self._unacked),
@@ -378,7 +390,18 @@ class CoordinatorApp:
             votes[participant] = (vote, envelope)
             self._changed()
         elif (previous[0].yes, previous[0].reads) != (vote.yes, vote.reads):
-            self.evidence.append(Evidence(self.replica_id, participant, "equivocating-vote", (previous[1], envelope)))
+            self._record_equivocation(txn.txn_id, participant, (previous[1], envelope))
+
+    def _record_equivocation(self, txn_id: str, participant: str, proof: tuple[bytes, bytes]) -> None:
+        """Two different signed votes of ``participant`` for one transaction: kept once (a
+        resent batch proves nothing new) and reported to the host as an ``Evidence`` output."""
+        key = (participant, txn_id)
+        if key in self._evidence_keys or len(self._evidence_keys) >= MAX_EVIDENCE:
+            return
+        self._evidence_keys.add(key)
+        evidence = Evidence(self.replica_id, participant, "equivocating-vote", proof)
+        self.evidence.append(evidence)
+        self._events.append(evidence)
 
     def _keep_early_vote(self, participant: str, vote: Vote, envelope: bytes) -> None:
         self._early_votes[(vote.txn_id, participant)] = (vote, envelope)
@@ -402,6 +425,7 @@ class CoordinatorApp:
                 del self._unacked[item.txn_id]
                 self._decision_sent.pop(item.txn_id, None)
                 self._counts["final"] += 1
+                self._events.append(Final(item.txn_id))
 
     def _on_query(self, participant: str, query: Query) -> None:
         for item in query.items:

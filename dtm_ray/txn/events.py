@@ -24,3 +24,40 @@ class Voted:
     pseq: int
     yes: bool
     reason: str | None
+
+
+# -- the coordinator's audit events (one replica's view of a transaction's life) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ordered:
+    """The transaction request executed at log sequence number ``seq`` (its pseqs are assigned)."""
+
+    txn_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreparesSent:
+    """First PREPAREs sent: ``participants[i]`` gets pseq ``pseqs[i]`` (resends are not reported)."""
+
+    txn_id: str
+    participants: tuple[str, ...]
+    pseqs: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """The DECIDE executed at ``seq``: the outcome is final, the reply and decisions go out."""
+
+    txn_id: str
+    outcome: str  # "commit" or "abort"
+    seq: int
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """Every participant acknowledged the decision: nothing left to resend for this transaction."""
+
+    txn_id: str
