@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import time
 from typing import Any, Callable
 
@@ -34,12 +35,18 @@ import ray
 from dtm_ray.node import Node, drive
 from actors import names
 
-MAX_INFLIGHT = 2
-BUSY_TICK_MS = 3
+# Tuning knobs (environment, read once per process; the benchmark sweeps them).
+MAX_INFLIGHT = int(os.environ.get("DTM_HOST_MAX_INFLIGHT", "2"))
+BUSY_TICK_MS = int(os.environ.get("DTM_HOST_BUSY_TICK_MS", "3"))
 BUSY_WINDOW_MS = 200
 MAX_BUFFERED = 20_000
 
 Transformer = Callable[[str, bytes], Any]
+
+# Where a hop's time goes (count, total and max ms, in ``stats()["timing"]``): an actor call's round
+# trip, the lag from a wake-up to the turn that serves it, a turn's own duration, and the synced
+# write inside it (which blocks the event loop).
+TIMINGS = ("call_rtt", "wake_lag", "turn", "fsync")
 
 
 class Host:
@@ -59,6 +66,8 @@ class Host:
         self._inflight: collections.Counter = collections.Counter()
         self._handles: dict[str, Any] = {}
         self._wake = asyncio.Event()
+        self._woken_at: float | None = None
+        self.timing: dict[str, list[float]] = {k: [0, 0.0, 0.0] for k in TIMINGS}  # count, sum ms, max ms
         self._clock0 = time.monotonic()
         self._last_activity_ms = 0
         self.counters: collections.Counter = collections.Counter()
@@ -78,7 +87,7 @@ class Host:
             self.counters["bytes_in"] += len(payload)
             self.core.receive(sender, payload)
         self._last_activity_ms = self.now_ms()
-        self._wake.set()
+        self._wake_up()
 
     def deliver_routed(self, sender: str, routed: dict[str, list[bytes]]) -> None:
         """Deliveries to the logical parties this actor hosts (a load generator's clients): the
@@ -97,11 +106,11 @@ class Host:
                 self.counters["bytes_in"] += len(payload)
                 receive_for(dest, sender, payload)
         self._last_activity_ms = self.now_ms()
-        self._wake.set()
+        self._wake_up()
 
     def wake(self) -> None:
         self._last_activity_ms = self.now_ms()
-        self._wake.set()
+        self._wake_up()
 
     def now_ms(self) -> int:
         return int((time.monotonic() - self._clock0) * 1000)
@@ -119,8 +128,13 @@ class Host:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            if self._woken_at is not None:
+                self._time("wake_lag", time.perf_counter() - self._woken_at)
+                self._woken_at = None
             try:
+                started = time.perf_counter()
                 self.turn()
+                self._time("turn", time.perf_counter() - started)
             except Exception as exc:  # a bug in a core must be visible, not kill the loop silently
                 self.counters["loop_errors"] += 1
                 self.last_error = repr(exc)
@@ -129,13 +143,25 @@ class Host:
                 logger.opt(exception=exc).error("{} host turn failed", self.party)
                 await asyncio.sleep(self.tick_ms / 1000)
 
+    def _time(self, what: str, seconds: float) -> None:
+        entry = self.timing[what]
+        ms = seconds * 1000
+        entry[0] += 1
+        entry[1] += ms
+        entry[2] = max(entry[2], ms)
+
+    def _wake_up(self) -> None:
+        if self._woken_at is None:
+            self._woken_at = time.perf_counter()
+        self._wake.set()
+
     def turn(self) -> None:
         """Tick the core, then drive it until it has nothing more to do this instant."""
         self.core.tick(self.now_ms())
         activity = self.counters["messages_in"] + self.counters["messages_out"]
         for _ in range(8):  # applying outputs may produce more work; bounded, the next turn resumes
             synced = getattr(self.storage, "synced_writes", 0)
-            outputs = drive(self.core, self.storage, self._enqueue)
+            outputs = drive(self.core, self._timed_storage, self._enqueue)
             self.counters["fsyncs"] += getattr(self.storage, "synced_writes", 0) - synced
             if outputs:
                 for item in outputs:
@@ -146,6 +172,10 @@ class Host:
         self._flush()
         if self.counters["messages_in"] + self.counters["messages_out"] != activity or any(self._buffers.values()):
             self._last_activity_ms = self.now_ms()
+
+    @property
+    def _timed_storage(self) -> "_TimedWrites":
+        return _TimedWrites(self.storage, self)
 
     # -- output ---------------------------------------------------------------------------------
     def _enqueue(self, messages: list[tuple[str, bytes]]) -> None:
@@ -208,9 +238,11 @@ class Host:
         asyncio.get_event_loop().create_task(self._settle(actor, send(handle), send))
 
     async def _settle(self, actor: str, ref: Any, send: Callable[[Any], Any]) -> None:
+        sent = time.perf_counter()
         try:
             try:
                 await ref
+                self._time("call_rtt", time.perf_counter() - sent)
             except Exception:
                 # The peer is dead, restarting, or was re-created under its name (our handle is
                 # stale): look it up again and try once more; the protocol retransmits the rest.
@@ -256,4 +288,21 @@ class Host:
         out["byzantine"] = self.transformer is not None
         out["blocked"] = sorted(self.blocked)
         out["buffered"] = sum(len(b) for b in self._buffers.values())
+        out["timing"] = {k: {"count": c, "mean_ms": round(t / c, 2) if c else None, "max_ms": round(m, 1)}
+                         for k, (c, t, m) in self.timing.items()}
         return out
+
+
+class _TimedWrites:
+    """The party's storage, with each synced write batch timed (it blocks the event loop)."""
+
+    def __init__(self, storage: Any, host: Host) -> None:
+        self._storage, self._host = storage, host
+
+    def write(self, batch: list, sync: bool = True) -> None:
+        started = time.perf_counter()
+        self._storage.write(batch, sync=sync)
+        self._host._time("fsync", time.perf_counter() - started)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)

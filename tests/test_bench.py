@@ -1,0 +1,42 @@
+"""The short `dtm-ray bench` (``benchmarks.bench_ray --quick``) on real Ray actors: its JSON has the
+shape the report needs and says something true (every point checked by the bank and atomicity
+checkers, costs consistent with what committed). Speed is not asserted: this machine is shared."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+POINT_KEYS = {"n", "f", "concurrency", "fault", "committed", "committed_per_s", "abort_rate", "abort_reasons",
+              "latency_ms", "per_committed", "timeline", "view_changes", "load_average", "checked"}
+COSTS = {"calls_out", "messages_out", "bytes_out", "fsyncs", "crypto_sign", "crypto_verify", "crypto_mac",
+         "crypto_mac_checked", "cpu_s"}
+
+
+def test_quick_bench_writes_checked_json_and_plots(ray_session, tmp_path):
+    from benchmarks import bench_ray
+
+    out = str(tmp_path)
+    result = bench_ray.main(["--quick", "--duration", "2", "--out", out])
+    with open(os.path.join(out, "bench.json")) as fh:
+        assert json.load(fh) == json.loads(json.dumps(result))
+    points = result["points"]
+    assert [(p["n"], p["f"]) for p in points] == [(4, 1), (1, 0)]
+    for p in points:
+        assert POINT_KEYS <= set(p), POINT_KEYS - set(p)
+        assert p["checked"] is True and p["committed"] > 0 and p["committed_per_s"] > 0
+        assert set(p["per_committed"]) == COSTS
+        lat = p["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+        assert p["per_committed"]["calls_out"] > 0 and p["per_committed"]["fsyncs"] > 0
+        assert sum(rate for _, rate in p["timeline"]) / 2 == p["committed"]  # 0.5 s bins of txn/s
+    bft, cft = points
+    # BFT signs, MACs and replicates what f=0 does once: it must cost more per committed txn
+    assert bft["per_committed"]["messages_out"] > cft["per_committed"]["messages_out"]
+    assert set(result["bft_cost"]) >= {"throughput_ratio_f0_over_f1", "calls_ratio_f1_over_f0"}
+    for path in result["plots"]:
+        assert os.path.getsize(path) > 1000

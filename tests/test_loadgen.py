@@ -1,0 +1,67 @@
+"""The load generator's pure parts: workloads, logical-client routing names, the multiplexing core
+(each logical client is a real TxnClient with its own keys and request ids)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from actors.loadgen import MuxCore, hot_bank_step, workload_step
+from actors.loadgen_actor import client_names, client_ring
+from actors.names import actor_name, actor_party
+from dtm_ray.config import ClusterConfig
+from dtm_ray.crypto import KeyRing, generate_keys, seal_mac
+from dtm_ray.pbft.messages import Reply
+from dtm_ray.txn.client import TxnClient
+from dtm_ray.txn.ops import Op, TxnResult
+from dtm_ray.wire import encode
+
+ACCOUNTS = [("db-0", f"acct:{i}") for i in range(10)] + [("db-1", f"acct:{i}") for i in range(10)]
+
+
+def test_logical_clients_live_in_their_generator_actor():
+    names = client_names("lg0", 3)
+    assert names == ["lg0..c0", "lg0..c1", "lg0..c2"]
+    assert {actor_party(n) for n in names} == {"lg0"} and actor_name("lg0..c2") == "dtm:lg0"
+    assert actor_party("R0") == "R0" and actor_party("db-0") == "db-0"  # everyone else unchanged
+    ClusterConfig(f=1, clients=tuple(names))  # legal client names: they get keys like any client
+
+
+def test_hot_key_workload_concentrates_on_the_hot_accounts():
+    rng = random.Random(3)
+    hot = set(ACCOUNTS[:2])
+    touched = [tuple(op.participant for op in ops) for kind, ops in
+               (hot_bank_step(rng, ACCOUNTS, hot=2, hot_share=0.8, read_share=0.0) for _ in range(400))]
+    steps = [hot_bank_step(random.Random(i), ACCOUNTS, read_share=0.0)[1] for i in range(400)]
+    share = sum({(o.participant, o.key) for o in ops} <= hot for ops in steps) / len(steps)
+    assert 0.7 < share < 0.9, share
+    assert all(len(t) == 2 for t in touched)
+    with pytest.raises(ValueError, match="unknown workload"):
+        workload_step("nope", rng, "c", 0, {})
+
+
+def test_mux_core_routes_replies_to_the_right_logical_client():
+    cfg = ClusterConfig(f=1, clients=tuple(client_names("lg0", 2)))
+    rings = generate_keys(list(cfg.parties), seed=5)
+    pbft = cfg.pbft_config()
+    clients = {c: TxnClient(c, pbft, KeyRing.from_dict(client_ring(rings[c].to_dict(), list(cfg.replicas))))
+               for c in cfg.clients}
+    mux = MuxCore("lg0", clients, tick_every_ms=20)
+    a, b = cfg.clients
+    txn = mux.submit(a, [Op.put("db-0", "k", 1)])
+    ready = mux.take_ready()
+    assert txn == f"{a}:1" and {d for d, _ in ready.send_now} <= set(cfg.replicas) and ready.send_now
+    assert not mux.take_ready()  # nothing new: idle clients are not polled
+    result = encode(TxnResult(True, "commit", txn, [None], None))
+    for r in cfg.replicas[:2]:  # f+1 matching replies, MAC'd to client a
+        mux.receive_for(a, r, seal_mac(rings[r], a, Reply(0, a, 1, result)))
+        mux.receive_for(b, r, seal_mac(rings[r], b, Reply(0, b, 1, result)))  # b has no such request
+    outputs = mux.take_ready().outputs
+    assert [o.txn_id for o in outputs if isinstance(o, TxnResult)] == [txn]
+    mux.receive_for("lg0..nobody", "R0", b"x")
+    mux.receive("R0", b"x")
+    assert mux.status()["unroutable"] == 2 and mux.status()["outstanding"] == 0
+    # the pruned ring keeps only what a client uses
+    ring = client_ring(rings[a].to_dict(), list(cfg.replicas))
+    assert set(ring["public_keys"]) == set(cfg.replicas) | {a} and b not in ring["mac_keys"]
