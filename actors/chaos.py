@@ -33,10 +33,12 @@ from actors import launch
 
 
 class Chaos:
-    def __init__(self, specs: dict[str, dict], handles: dict[str, object], replicas: list[str],
+    def __init__(self, specs: dict[str, dict], handles: dict[str, object] | None, replicas: list[str],
                  spread: bool) -> None:
         self.specs = specs
-        self.handles = handles
+        # None: found by name. Handles passed to an actor's constructor are references Ray cannot
+        # keep for a restart (it warns on every start); the names are what a restart needs anyway.
+        self.handles = handles if handles is not None else {p: self._find(s) for p, s in specs.items()}
         self.replicas = replicas
         self.spread = spread
         self.dead: set[str] = set()
@@ -46,6 +48,12 @@ class Chaos:
         self._lock = threading.RLock()  # operator calls and the supervisor thread
         self._stop = threading.Event()
         threading.Thread(target=self._supervise, name="placement-supervisor", daemon=True).start()
+
+    @staticmethod
+    def _find(spec: dict):
+        from actors.names import actor_name
+
+        return ray.get_actor(actor_name(spec["party"]), namespace=spec["namespace"])
 
     def party(self, target: int | str) -> str:
         if isinstance(target, int) and not isinstance(target, bool):

@@ -172,7 +172,9 @@ class Cluster:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         chaos_cls = ray.remote(Chaos).options(name=CHAOS, namespace=self.namespace, num_cpus=0,
                                               max_restarts=-1, scheduling_strategy=here)
-        self._chaos_actor = chaos_cls.remote(self._specs, self._handles, list(self.config.replicas), spread)
+        # no handles: the chaos actor looks the parties up by name (handles as constructor
+        # arguments of a restartable actor make Ray warn on every start)
+        self._chaos_actor = chaos_cls.remote(self._specs, None, list(self.config.replicas), spread)
         self.chaos = ChaosControl(self._chaos_actor, self)
 
     def _start_party(self, spec: dict, *, spread: bool = False) -> Any:
@@ -302,6 +304,22 @@ class Cluster:
             if self._owns_ray:
                 ray.shutdown()
         atexit.unregister(self.shutdown)
+
+    def watch(self, **kwargs: Any) -> None:
+        """A live view of this cluster (Ctrl-C to leave it); see ``dtm_ray.watch.watch``."""
+        from dtm_ray.watch import watch
+
+        watch(self, **kwargs)
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<Cluster {self.namespace}: shut down>"
+        try:
+            from dtm_ray.watch import one_line
+
+            return f"<Cluster {self.namespace}: {one_line(self.status(timeout_s=2.0))}>"
+        except Exception as exc:  # a repr must never raise
+            return f"<Cluster {self.namespace}: status unavailable ({type(exc).__name__})>"
 
     def __enter__(self) -> "Cluster":
         return self

@@ -116,6 +116,7 @@ def test_demo_end_to_end(tmp_path):
     assert proc.returncode == 0, tail
     assert "verdict: invariants held" in proc.stdout, tail
     assert "phase:" in proc.stdout  # plain progress lines, not a live view, when not a terminal
+    assert "constructor arguments in the object store" not in proc.stderr, tail  # Ray's chaos-actor warning
     for check in ("bank", "atomicity", "liveness"):
         assert f"check: {check}" in proc.stdout and "anomalies" not in proc.stdout, tail
     data = plot.read_bytes()
