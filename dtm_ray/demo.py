@@ -13,7 +13,7 @@ The story it tells, on a timeline proportional to ``duration_s`` (the load's len
 At no moment are more than ``f`` replicas faulty, so every invariant must hold: money is neither
 created nor destroyed and every committed read sees the right total (``checks.bank``); no
 transaction is committed at one participant and aborted at another (``checks.atomicity``, from
-the participants' audit logs); and the cluster commits again once the faults are healed.
+the participants' Applied events); and the cluster commits again once the faults are healed.
 
 Output: a live view (or plain progress lines when stdout is not a terminal), a summary table, a
 verdict line, and a PNG plot of throughput with the fault markers. The exit code is 1 when an
@@ -240,7 +240,9 @@ _APPLIED = re.compile(r"Applied\(participant='(?P<p>[^']*)', txn_id='(?P<t>[^']*
 
 
 def applied_events(data_dir: str, participants: list[str]) -> list[Any]:
-    """The participants' ``Applied`` outputs, read back from their audit logs."""
+    """The participants' ``Applied`` outputs, read back from their audit logs: the offline
+    reader, for a cluster that is gone or whose participants restarted (a running cluster's
+    ``Cluster.applied()`` gives the same events, structured, for the current incarnations)."""
     from dtm_ray.logs import log_dir
     from dtm_ray.txn.events import Applied
 
@@ -301,7 +303,7 @@ def check_everything(cluster: Any, accounts: list[tuple[str, str]], total: int, 
     decided = {r["txn_id"]: _Result(r["status"] == "ok", "commit" if r["status"] == "ok" else "abort")
                for r in records if r["status"] in ("ok", "fail")}
     touched = {r["txn_id"]: sorted({op[0] for op in r["ops"]}) for r in records if r["txn_id"] != "?"}
-    applied = applied_events(cluster.data_dir, participants)
+    applied = cluster.applied()  # the participants' Applied events (the demo never restarts one)
     atomicity = check_atomicity(applied, decided, touched, complete=drained)
     anomalies += [f"atomicity: {a}" for a in atomicity]
     results["atomicity"] = (f"ok: {len(applied)} applied decisions, one outcome per transaction" if not atomicity
@@ -381,7 +383,7 @@ def write_plot(path: str, records: list[dict], events: list[FaultEvent], t0_ns: 
 def check_data_dir(path: str | None) -> None:
     if path and os.path.isdir(path) and os.listdir(path):
         raise ConfigError(f"--data-dir {path!r} is not empty: the demo needs a fresh directory "
-                          "(its checks read the audit logs written there)")
+                          "(another run's state and logs there would mix into its checks)")
 
 
 def run(cfg: ClusterConfig, options: DemoOptions, console: Console | None = None) -> DemoReport:
