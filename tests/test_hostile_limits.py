@@ -5,22 +5,28 @@
   rejection table; a Byzantine replica's votes far ahead of the high watermark take no memory;
 - in the simulator, a flooding sender hammering one replica while honest clients run: the
   replica's pending requests, log, early votes and rejection table stay bounded throughout, and
-  the honest clients keep committing.
+  the honest clients keep committing;
+- a Byzantine primary's PRE-PREPARE with more than ``batch_size`` requests + proposals is
+  refused by the backups (evidence: invalid-batch, view change).
 
-Negative controls: ``test_negative_control_an_unbounded_rejection_table_grows_with_the_flood``
-and ``test_negative_control_without_the_window_check_far_votes_take_memory``.
+Negative controls: ``test_negative_control_an_unbounded_rejection_table_grows_with_the_flood``,
+``test_negative_control_without_the_window_check_far_votes_take_memory`` and
+``test_negative_control_without_the_size_check_the_oversized_batch_is_accepted``.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from dtm_ray.limits import OTHERS, Throttle, TokenBucket
 from dtm_ray.pbft import replica as replica_module
+from dtm_ray.pbft.events import Evidence
 from dtm_ray.pbft.log import Log
-from dtm_ray.pbft.messages import Commit, Prepare, seal
-from dtm_ray.sim.hostile import (ATTACK_END_MS, ATTACK_START_MS, FuzzingSender, hostile_world,
+from dtm_ray.pbft.messages import Commit, Prepare, PrePrepare, batch_digest, seal
+from dtm_ray.sim.hostile import (ATTACK_END_MS, ATTACK_START_MS, FuzzingSender, client_request, hostile_world,
                                  honest_throughput, run_client_attack)
+from dtm_ray.txn.ops import Op
 
 SEED = 3
 
@@ -160,3 +166,63 @@ def test_a_flooded_replica_stays_bounded_and_honest_clients_keep_committing():
     flooded_tps = honest_throughput(world, honest, ATTACK_START_MS, ATTACK_END_MS)
     baseline = run_client_attack(None, SEED)[2]
     assert flooded_tps >= 0.75 * baseline, (flooded_tps, baseline)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded batches (finding 5 of h7_findings.md)
+
+
+def _preprepare_of(world, hostile: str, count: int) -> tuple[PrePrepare, bytes]:
+    """A PRE-PREPARE signed by the primary R0 with ``count`` valid requests, inside R1's window."""
+    requests = tuple(client_request(world.keys[hostile], world.config, 10 + i, [Op.get("db-0", "k")])
+                     for i in range(count))
+    replica = world.sim.node("R1")
+    pp = PrePrepare(replica.view, replica.log.high, batch_digest(requests, ()), requests, ())
+    return pp, seal(world.keys["R0"], pp)
+
+
+def test_a_pre_prepare_larger_than_batch_size_is_refused_as_evidence_against_the_primary():
+    """A Byzantine primary may sign a batch of any length up to the 8 MiB envelope: backups
+    refuse more than ``batch_size`` requests + proposals before verifying them, and the signed
+    PRE-PREPARE is evidence (invalid-batch) and a reason to change view."""
+    world, _, hostile = hostile_world(SEED, pbft={"batch_size": 4})
+    world.sim.run_for(ATTACK_START_MS)
+    replica = world.sim.node("R1")
+    pp, payload = _preprepare_of(world, hostile, 5)
+    replica.receive("R0", payload)
+    outputs = replica.take_ready().outputs
+    assert replica.log.slot(pp.seq).pp != pp, f"seed={SEED}: the oversized batch was accepted"
+    assert [o for o in outputs if isinstance(o, Evidence) and o.kind == "invalid-batch" and o.accused == "R0"]
+    assert replica.view_changing and replica.vc_target == pp.view + 1
+
+
+def test_control_a_pre_prepare_of_exactly_batch_size_is_accepted():
+    """The bound is batch_size itself: what a correct primary cuts is never refused (without this,
+    the test above could pass because the forged batch were refused for another reason)."""
+    world, _, hostile = hostile_world(SEED, pbft={"batch_size": 4})
+    world.sim.run_for(ATTACK_START_MS)
+    replica = world.sim.node("R1")
+    pp, payload = _preprepare_of(world, hostile, 4)
+    replica.receive("R0", payload)
+    outputs = replica.take_ready().outputs
+    assert replica.log.slot(pp.seq).pp == pp, f"seed={SEED}"
+    assert not [o for o in outputs if isinstance(o, Evidence)]
+
+
+def test_negative_control_without_the_size_check_the_oversized_batch_is_accepted(monkeypatch):
+    checked = replica_module.Replica._check_batch
+
+    def unbounded(self, pp):  # the same check, with batch_size out of the way
+        config, self.config = self.config, replace(self.config, batch_size=10**9)
+        try:
+            return checked(self, pp)
+        finally:
+            self.config = config
+
+    monkeypatch.setattr(replica_module.Replica, "_check_batch", unbounded)
+    world, _, hostile = hostile_world(SEED, pbft={"batch_size": 4})
+    world.sim.run_for(ATTACK_START_MS)
+    replica = world.sim.node("R1")
+    pp, payload = _preprepare_of(world, hostile, 5)
+    replica.receive("R0", payload)
+    assert replica.log.slot(pp.seq).pp == pp  # the assertion of the refusal test above would fail

@@ -18,8 +18,7 @@ import pytest
 from dtm_ray.crypto import Envelope
 from dtm_ray.faults import make_behaviour
 from dtm_ray.pbft.events import Evidence, Rejected
-from dtm_ray.pbft.messages import PrePrepare, batch_digest, seal
-from dtm_ray.sim.hostile import (ATTACK_START_MS, client_request, hostile_world, vote_batch)
+from dtm_ray.sim.hostile import ATTACK_START_MS, hostile_world, vote_batch
 from dtm_ray.txn.config import ClientPolicy
 from dtm_ray.txn.messages import Vote
 from dtm_ray.txn.ops import Op, TxnResult
@@ -92,17 +91,3 @@ def test_finding_4_an_equivocation_exposed_by_a_decide_is_recorded():
     assert aborted
     assert any(world.sim.node(r).app.evidence for r in world.replicas)
 
-
-def test_finding_5_a_pre_prepare_larger_than_batch_size_is_refused():
-    """A Byzantine primary may propose a batch of any length up to the 8 MiB envelope: backups
-    should refuse more than ``batch_size`` requests (evidence: invalid-batch)."""
-    world, _, hostile = _world(pbft={"batch_size": 4})
-    replica = world.sim.node("R1")
-    requests = tuple(client_request(world.keys[hostile], world.config, 10 + i, [Op.get("db-0", "k")])
-                     for i in range(5))
-    seq = replica.log.high  # inside the window
-    pp = PrePrepare(replica.view, seq, batch_digest(requests, ()), requests, ())
-    replica.receive("R0", seal(world.keys["R0"], pp))
-    outputs = replica.take_ready().outputs
-    assert replica.log.slot(seq).pp != pp, "the oversized batch was accepted"
-    assert [o for o in outputs if isinstance(o, Evidence) and o.kind == "invalid-batch"]

@@ -382,6 +382,9 @@ class Replica:
         """ACCEPT, WAIT (an App proposal not ready here yet), or REJECT with a reason when the
         batch is provably invalid (None when it is only unverifiable here, e.g. an HMAC
         authenticator a faulty client made bad for this replica only)."""
+        if len(pp.requests) + len(pp.proposals) > self.config.batch_size:
+            # a correct primary never cuts more (``_propose``): refuse before verifying any of it
+            return Verdict.REJECT, "batch larger than batch_size"
         seen = set()
         for raw in pp.requests:
             try:
