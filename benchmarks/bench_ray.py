@@ -142,6 +142,8 @@ def run_point(*, f: int, concurrency: int, rate: float | None, workload: str, du
         point.update({"backlog": sum(r["backlog"] for r in runs), "clients_lost": sum(r["clients_lost"] for r in runs),
                       "fault_at_s": fault_at if fault == "crash-primary" else (0.0 if fault != "none" else None),
                       "load_average": {"before": load_before, "after": load_average()}, "checked": True})
+    if fault_at is not None:
+        point["recovery_s"] = recovery_time(point["timeline"], fault_at)
     log(f"  -> {point['committed_per_s']} txn/s, p50 {point['latency_ms']['p50']} ms")
     return point
 
@@ -169,6 +171,19 @@ def summarise(records: list[dict], elapsed: float, t0_ns: int, before: dict, aft
     }
 
 
+def recovery_time(timeline: list[list[float]], fault_at: float, share: float = 0.8) -> float | None:
+    """Seconds after ``fault_at`` until a 1 s window reaches ``share`` of the mean rate before it."""
+    before = [rate for t, rate in timeline if 0.5 <= t < fault_at]
+    if not before:
+        return None
+    target = share * sum(before) / len(before)
+    after = [(t, rate) for t, rate in timeline if t >= fault_at]
+    for (t, a), (_, b) in zip(after, after[1:]):
+        if (a + b) / 2 >= target:
+            return round(t - fault_at, 1)
+    return None
+
+
 def sweep(args) -> list[dict]:
     base = dict(workload=args.workload, duration_s=args.duration, generators=args.generators, auth=args.auth,
                 seed=args.seed, rate=None, overrides=json.loads(args.config),
@@ -190,6 +205,13 @@ def derived(points: list[dict]) -> dict:
 
     out = {}
     bft, cft = best(f=1, fault="none"), best(f=0, fault="none")
+    for fault in FAULTS[1:]:
+        hit = best(f=1, fault=fault)
+        if hit and bft and bft["concurrency"] == hit["concurrency"] and bft["committed_per_s"]:
+            out.setdefault("fault_ratio", {})[fault] = round(hit["committed_per_s"] / bft["committed_per_s"], 2)
+    bigger = [p for p in points if p["f"] >= 2 and p["fault"] == "none"]
+    if bft and bigger and bft["committed_per_s"]:
+        out["n_ratio"] = {str(p["n"]): round(p["committed_per_s"] / bft["committed_per_s"], 2) for p in bigger}
     if bft and cft and bft["committed_per_s"]:
         out["bft_cost"] = {"throughput_ratio_f0_over_f1": round(cft["committed_per_s"] / bft["committed_per_s"], 2),
                            "calls_ratio_f1_over_f0": _ratio(bft, cft, "calls_out"),
