@@ -8,21 +8,29 @@ the honest clients' committed transactions per virtual second must stay within
 atomicity and bank checks once the load stops. The figures table of the hardening note comes
 from ``python -m dtm_ray.sim.hostile``.
 
+A refused request (policy, unknown participant or op, oversized) is answered: every correct
+replica sends the App's refusal result (rate-limited per client), and the client accepts it on
+f+1 matching replies, like any result, so one faulty replica cannot make it give up.
+
 Negative controls: ``test_negative_control_without_the_per_client_limit_the_flood_is_not_limited``
-(MAX_PENDING_PER_CLIENT lifted) and ``test_negative_control_without_a_policy_the_same_put_commits``.
+(MAX_PENDING_PER_CLIENT lifted), ``test_negative_control_without_a_policy_the_same_put_commits``,
+``test_negative_control_without_refusal_replies_the_refused_client_hears_nothing`` and
+``test_negative_control_without_the_refusal_limit_every_refused_copy_is_answered``.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from dtm_ray.crypto import seal_mac
 from dtm_ray.pbft import replica as replica_module
-from dtm_ray.sim.hostile import (ATTACK_START_MS, CLIENT_ATTACKS, hostile_world, rejections,
+from dtm_ray.pbft.messages import Reply
+from dtm_ray.sim.hostile import (ATTACK_START_MS, CLIENT_ATTACKS, client_request, hostile_world, rejections,
                                  run_client_attack)
 from dtm_ray.sim.txn_world import TxnWorld
 from dtm_ray.txn.config import ClientPolicy
 from dtm_ray.txn.events import Applied
-from dtm_ray.txn.ops import Op, TxnResult
+from dtm_ray.txn.ops import Op, TxnResult, txn_id_of
 
 SEED = 1
 THROUGHPUT_BOUND = 0.75  # honest throughput under attack >= 75% of the baseline (measured: >= 100%)
@@ -117,8 +125,13 @@ def test_a_denied_transaction_is_refused_by_every_replica_with_its_reason_and_to
     assert [r.committed for r in _results(world, hostile)] == [True]
     denied = _submit_and_run(world, hostile, [Op.put("db-1", "acct:0", 10**6)])
     txn_id = f"{hostile}:{denied}"
+    refusal = _results(world, hostile)[-1]
+    assert (refusal.txn_id, refusal.committed) == (txn_id, False)
+    assert "not permitted to touch db-1" in refusal.reason
+    # the client asked f+1 replicas first; their f+1 matching refusals are all it needed
+    refusers = [r for r in world.replicas if rejections(world, r, "not permitted to touch db-1")]
+    assert len(refusers) >= world.config.f + 1, refusers
     for r in world.replicas:
-        assert rejections(world, r, "not permitted to touch db-1") >= 1, r
         assert txn_id not in world.sim.node(r).app._pending
     assert not _touched(world, txn_id)
     assert allowed != denied
@@ -127,7 +140,7 @@ def test_a_denied_transaction_is_refused_by_every_replica_with_its_reason_and_to
 
 
 def settle_others(world: TxnWorld, refused_client: str) -> None:
-    """Settle the honest load (the refused client's own request never gets an answer: finding 1)."""
+    """Settle the honest load (the refused client is not part of ``world.done()``)."""
     for c in world.to_submit:
         world.to_submit[c] = 0
     world.sim.run_until(lambda: world.done() and world.quiescent(), 10_000)
@@ -145,3 +158,84 @@ def test_negative_control_without_a_policy_the_same_put_commits():
     rid = _submit_and_run(world, hostile, [Op.put("db-1", "mallory", 1)])
     assert [r.committed for r in _results(world, hostile)] == [True]
     assert _touched(world, f"{hostile}:{rid}") == {"db-1"}
+
+
+# ---------------------------------------------------------------------------------------------
+# A refused request is answered (finding 1 of h7_findings.md)
+
+
+def test_a_refused_request_gets_an_aborted_result_with_its_reason_and_the_next_one_proceeds():
+    """A request every correct replica refuses must reach the client as an aborted TxnResult with
+    the reason, not as silence and endless retries that hold its later requests back."""
+    world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}))})
+    refused = _submit_and_run(world, hostile, [Op.put("db-1", "k", 1)])
+    results = _results(world, hostile)
+    assert len(results) == 1, f"seed={SEED}: {results}"
+    assert results[0].txn_id == txn_id_of(hostile, refused) and not results[0].committed
+    assert "not permitted to touch db-1" in results[0].reason
+    _submit_and_run(world, hostile, [Op.get("db-0", "acct:0")])  # not queued behind the refused one
+    assert [r.committed for r in _results(world, hostile)] == [False, True], f"seed={SEED}"
+
+
+def test_negative_control_without_refusal_replies_the_refused_client_hears_nothing(monkeypatch):
+    class NeverAllow:
+        def __init__(self, *args, **kwargs) -> None: ...
+
+        def allow(self, key, now_ms, cost=1) -> bool:
+            return False
+
+    monkeypatch.setattr(replica_module, "TokenBucket", NeverAllow)
+    world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}))})
+    _submit_and_run(world, hostile, [Op.put("db-1", "k", 1)])
+    assert _results(world, hostile) == []  # the assertion of the test above would fail
+    assert world.sim.node(hostile).outstanding == 1  # still retrying
+
+
+def test_one_faulty_replicas_refusal_does_not_make_a_client_give_up():
+    """A refusal is a reply: the client needs f+1 matching ones. R3 alone (Byzantine, with its own
+    genuine MAC key) tells an honest client its transaction is refused: the client ignores it
+    and gets the real outcome."""
+    world, honest, _ = hostile_world(SEED)
+    world.sim.run_for(ATTACK_START_MS)
+    victim = honest[0]
+    forged = "invalid request: refused by R3 alone"
+
+    def lie(node) -> int:
+        request_id = node.core._current[0]
+        refusal = world.sim.node("R3").app.refusal_result(victim, request_id, forged)
+        node.receive("R3", seal_mac(world.keys["R3"], victim, Reply(0, victim, request_id, refusal)))
+        return request_id
+
+    request_id = world.sim.invoke(victim, lie)
+    world.sim.run_for(1_000)
+    mine = [r for r in _results(world, victim) if r.txn_id == txn_id_of(victim, request_id)]
+    assert len(mine) == 1 and mine[0].reason != forged, f"seed={SEED}: {mine}"
+
+
+def _refused_copies(world, hostile: str, count: int) -> int:
+    """R1 receives ``count`` refused requests of ``hostile`` at one instant: replies it sends back."""
+    replica = world.sim.node("R1")
+    replica.take_ready()
+    for i in range(count):
+        replica.receive(hostile, client_request(world.keys[hostile], world.config, 100 + i,
+                                                [Op.put("db-1", "k", i)]))
+    ready = replica.take_ready()
+    assert rejections_in(ready, "not permitted to touch db-1") == count
+    return sum(1 for dest, _ in ready.send_now + ready.send_after_persist if dest == hostile)
+
+
+def rejections_in(ready, marker: str) -> int:
+    return sum(1 for o in ready.outputs if marker in getattr(o, "reason", ""))
+
+
+def test_refusal_replies_are_rate_limited_per_client():
+    """A client flooding refused requests gets at most the bucket's burst of answers (then its
+    rate): refusals cannot be turned into an amplifier; all of them are still counted."""
+    world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}))})
+    assert _refused_copies(world, hostile, 200) == replica_module.REFUSAL_BURST
+
+
+def test_negative_control_without_the_refusal_limit_every_refused_copy_is_answered(monkeypatch):
+    monkeypatch.setattr(replica_module, "REFUSAL_BURST", 10**6)
+    world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}))})
+    assert _refused_copies(world, hostile, 200) == 200

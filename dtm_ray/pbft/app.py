@@ -40,6 +40,11 @@ class App(Protocol):
         """A reason to refuse this request before ordering (malformed, too large, not permitted),
         or None. Pure function of its arguments and the configuration."""
 
+    def refusal_result(self, client: str, request_id: int, reason: str) -> bytes:
+        """The reply to a request ``check_request`` refused, carrying ``reason``: a result the
+        client reads like any other (a pure function, so f+1 correct replicas send the same bytes
+        and the client accepts it as it accepts an executed result)."""
+
     def execute(self, seq: int, client: str, request_id: int, operation: bytes) -> list[ReplyItem]:
         """Execute an ordered client request. Returns the replies it produces now: usually this
         request's own, none if its reply is deferred (a transaction replies at its DECIDE)."""

@@ -69,6 +69,9 @@ class KvApp:
             return "incr needs an int delta"
         return None
 
+    def refusal_result(self, client: str, request_id: int, reason: str) -> bytes:
+        return encode(KvResult(False, reason))
+
     def execute(self, seq: int, client: str, request_id: int, operation: bytes) -> list[ReplyItem]:
         return [(client, request_id, encode(self._apply(operation)))]
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from dtm_ray.crypto import Envelope, KeyRing, open_envelope, seal_mac
 from dtm_ray.errors import AuthError, ConfigError, RemoteProtocolError
+from dtm_ray.limits import TokenBucket
 from dtm_ray.node import Outbox, Ready, Storage
 from dtm_ray.pbft import checkpoint, persist, quorum, statetransfer
 from dtm_ray.pbft.app import App, ReplyItem, Verdict, take_events
@@ -55,6 +56,7 @@ MAX_EVIDENCE_KEPT = 1_000
 MAX_COUNTED_SENDERS = 1_000
 CENSORSHIP_FACTOR = 4  # a request that waits this many view-change timeouts replaces the primary
 MAX_ADMITTED_CACHE = 20_000  # authenticated request envelopes remembered (cleared when full)
+REFUSALS_PER_S, REFUSAL_BURST = 10, 10  # refusal replies per client: a refused flood is no amplifier
 
 
 @dataclass(slots=True)
@@ -127,6 +129,7 @@ class Replica:
         self.higher_views: dict[str, int] = {}  # replica -> highest view seen in its messages
         self._probe = False  # an empty store: ask peers for their stable state on the first tick
         self._evidence_seen: set[tuple[str, str, tuple[bytes, ...]]] = set()
+        self._refusals = TokenBucket(REFUSALS_PER_S, REFUSAL_BURST)  # keyed by (authenticated) client
         self._recover(storage)
 
     # =========================================================================================
@@ -271,6 +274,11 @@ class Replica:
         req, reason = self._admit(payload, env)
         if reason is not None:
             self._reject(req.client, f"request refused: {reason}")
+            # The refusal is deterministic, so f+1 correct replicas answer alike and the client
+            # accepts it like a result (one faulty replica's refusal alone is not enough).
+            if self._refusals.allow(req.client, self.now):
+                refusal = self.app.refusal_result(req.client, req.request_id, reason)
+                self._send_reply(req.client, req.request_id, refusal)
             return
         entry = self.clients.get(req.client)
         if entry is not None and req.request_id <= entry.request_id:

@@ -2,8 +2,10 @@
 
 ``submit(ops)`` encodes the ops as a ``TxnRequest``, the operation of one PBFT request, and
 returns its request id; the transaction's id is ``f"{client_id}:{request_id}"`` (``txn_id_of``).
-The replicas reply when the transaction's DECIDE executes (the commit point); the PBFT client
-accepts on f+1 matching replies, and this client turns that result into a ``TxnResult`` in
+The replicas reply when the transaction's DECIDE executes (the commit point), or at once with an
+aborted result and the reason when they refuse it before ordering (policy, unknown participant or
+op, too large: ``CoordinatorApp.refusal_result``); the PBFT client accepts either only on f+1
+matching replies, and this client turns that result into a ``TxnResult`` in
 ``take_ready().outputs``. Requests of one client are handled one at a time, in order (the PBFT
 client's rule); run several clients for concurrency.
 """

@@ -80,6 +80,10 @@ class CoordinatorApp:
             return f"invalid request: {exc}"
         return self.request_problem(client, request)
 
+    def refusal_result(self, client: str, request_id: int, reason: str) -> bytes:
+        """A refused transaction is aborted before it is ordered: no participant saw it."""
+        return encode(TxnResult(False, "abort", txn_id_of(client, request_id), [], reason))
+
     def request_problem(self, client: str, request: TxnRequest) -> str | None:
         if not request.ops:
             return "invalid request: a transaction needs at least one op"
