@@ -10,6 +10,9 @@ nothing). Sinks, per process (one actor = one process):
   ``<data_dir>/logs/audit-<party>.jsonl``, so ``audit(log_dir, txn_id)`` (``dtm-ray audit``) can
   put one transaction's life back together across all actors, in time order.
 
+Rejected and Evidence outputs are rate-limited (``REPORTS``, a ``limits.Throttle``): a flood of
+garbage writes a bounded number of lines, each saying how many similar ones it stands for.
+
 This module is imported by actors only; the pure cores never log (they report outputs).
 """
 
@@ -19,9 +22,12 @@ import glob
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from loguru import logger
+
+from dtm_ray.limits import Throttle
 
 HUMAN = ("<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
          "<cyan>{extra[role]}:{extra[id]}</cyan> v={extra[view]} s={extra[seq]} | {message}")
@@ -50,9 +56,21 @@ def setup(spec: dict):
 # a transaction's steps that every replica reports: in the audit trail, but below INFO on stderr
 _EVERY_REPLICA = frozenset({"Ordered", "PreparesSent", "Decided", "Final"})
 
+# Rejected/Evidence come as fast as a peer can send garbage: per (kind, sender or accused), the
+# first is logged at once, then one line per period with the number suppressed in between, so a
+# flood cannot fill the disk. Everything is counted: ``reports_summary()`` (for a host's status).
+REPORT_PERIOD_MS = 10_000
+REPORTS = Throttle(period_ms=REPORT_PERIOD_MS)  # one per process (one actor = one process)
 
-def output(log, item: Any) -> None:
-    """Log one output a core reported (an event, a result), audit-tagged when it names a txn."""
+
+def reports_summary() -> dict[str, int]:
+    """Rejected/Evidence outputs seen by this process, per ``kind:sender`` (logged or not)."""
+    return REPORTS.summary()
+
+
+def output(log, item: Any, now_ms: int | None = None) -> None:
+    """Log one output a core reported (an event, a result), audit-tagged when it names a txn.
+    ``now_ms`` (default: this process's monotonic clock) paces the Rejected/Evidence lines."""
     name = type(item).__name__
     view = getattr(item, "view", "-")
     seq = getattr(item, "seq", "-")
@@ -63,7 +81,12 @@ def output(log, item: Any) -> None:
         bound.bind(txn=str(txn)).log(level, "{} {}", name, short(item))
         return
     if name in ("Evidence", "Rejected"):
-        bound.warning("{} {}", name, short(item))
+        who = getattr(item, "sender", None) or getattr(item, "accused", "?")
+        now = int(time.monotonic() * 1000) if now_ms is None else now_ms
+        suppressed = REPORTS.report(name, str(who), now)
+        if suppressed is not None:
+            more = f" (+{suppressed} similar suppressed)" if suppressed else ""
+            bound.warning("{} {}{}", name, short(item), more)
     elif name in ("ViewChanged", "StateTransferred", "CheckpointStable"):
         bound.info("{} {}", name, short(item))
     elif name == "Executed":

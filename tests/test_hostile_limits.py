@@ -7,11 +7,14 @@
   replica's pending requests, log, early votes and rejection table stay bounded throughout, and
   the honest clients keep committing;
 - a Byzantine primary's PRE-PREPARE with more than ``batch_size`` requests + proposals is
-  refused by the backups (evidence: invalid-batch, view change).
+  refused by the backups (evidence: invalid-batch, view change);
+- a flood of Rejected outputs writes one log line per sender per period (``logs.REPORTS``),
+  each with the number it stands for, and every one is counted.
 
 Negative controls: ``test_negative_control_an_unbounded_rejection_table_grows_with_the_flood``,
-``test_negative_control_without_the_window_check_far_votes_take_memory`` and
-``test_negative_control_without_the_size_check_the_oversized_batch_is_accepted``.
+``test_negative_control_without_the_window_check_far_votes_take_memory``,
+``test_negative_control_without_the_size_check_the_oversized_batch_is_accepted`` and
+``test_negative_control_without_the_throttle_every_rejection_is_a_line``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import replace
 
 from dtm_ray.limits import OTHERS, Throttle, TokenBucket
 from dtm_ray.pbft import replica as replica_module
-from dtm_ray.pbft.events import Evidence
+from dtm_ray.pbft.events import Evidence, Rejected
 from dtm_ray.pbft.log import Log
 from dtm_ray.pbft.messages import Commit, Prepare, PrePrepare, batch_digest, seal
 from dtm_ray.sim.hostile import (ATTACK_END_MS, ATTACK_START_MS, FuzzingSender, client_request, hostile_world,
@@ -226,3 +229,52 @@ def test_negative_control_without_the_size_check_the_oversized_batch_is_accepted
     pp, payload = _preprepare_of(world, hostile, 5)
     replica.receive("R0", payload)
     assert replica.log.slot(pp.seq).pp == pp  # the assertion of the refusal test above would fail
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate-limited logging (finding 7 of h7_findings.md)
+
+
+def _log_flood(count: int, period_ms: int = 1) -> list[str]:
+    """``count`` Rejected outputs of one sender, one per ``period_ms``, plus one Evidence and one
+    Rejected of another sender, through ``logs.output``: the WARNING lines written."""
+    from loguru import logger
+
+    from dtm_ray import logs
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="WARNING", format="{message}")
+    try:
+        bound = logger.bind(role="replica", id="R1", view="-", seq="-")
+        for i in range(count):
+            logs.output(bound, Rejected("R1", "mallory", f"malformed #{i}"), now_ms=i * period_ms)
+        logs.output(bound, Rejected("R1", "alice", "bad MAC"), now_ms=count * period_ms)
+        logs.output(bound, Evidence("R1", "R0", "invalid-batch", (b"p",)), now_ms=count * period_ms)
+    finally:
+        logger.remove(sink)
+    return lines
+
+
+def test_a_flood_of_rejections_writes_a_bounded_number_of_log_lines_and_counts_them_all(monkeypatch):
+    from dtm_ray import logs
+
+    monkeypatch.setattr(logs, "REPORTS", Throttle(period_ms=logs.REPORT_PERIOD_MS))
+    lines = _log_flood(60_000)  # one per virtual ms for 60 s
+    mallory = [line for line in lines if "'mallory'" in line]
+    assert len(mallory) == 60_000 // logs.REPORT_PERIOD_MS, mallory
+    assert "suppressed" not in mallory[0] and "(+9999 similar suppressed)" in mallory[1]
+    assert sum("'alice'" in line for line in lines) == 1  # another sender is not drowned out
+    assert sum(line.startswith("Evidence") for line in lines) == 1
+    assert logs.reports_summary() == {"Rejected:mallory": 60_000, "Rejected:alice": 1, "Evidence:R0": 1}
+
+
+def test_negative_control_without_the_throttle_every_rejection_is_a_line(monkeypatch):
+    from dtm_ray import logs
+
+    class Unthrottled(Throttle):
+        def report(self, kind: str, key: str, now_ms: int) -> int | None:
+            super().report(kind, key, now_ms)
+            return 0
+
+    monkeypatch.setattr(logs, "REPORTS", Unthrottled())
+    assert len(_log_flood(5_000)) == 5_002  # the assertion of the flood test above would fail
