@@ -293,15 +293,29 @@ def main(argv: list[str] | None = None) -> dict:
         args.read_share = 0.05  # CI: exercise the snapshot check too
     os.makedirs(args.out, exist_ok=True)
     points = []
-    for spec in sweep(args):
-        points.append(run_point(**spec))
-        _write(args.out, points)
+    owns_ray = _start_ray()  # one local Ray for the whole sweep (each point its own cluster in it)
+    try:
+        for spec in sweep(args):
+            points.append(run_point(**spec))
+            _write(args.out, points)
+    finally:
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
     result = {"points": points, **derived(points)}
     if not args.no_plots:
         result["plots"] = plot(points, args.out)
     _write(args.out, points, result)
     print(json.dumps(result, indent=1))
     return result
+
+
+def _start_ray() -> bool:
+    from dtm_ray.api import _ensure_ray
+    from dtm_ray.config import ClusterConfig
+
+    return _ensure_ray(ClusterConfig())
 
 
 def _write(out_dir: str, points: list[dict], result: dict | None = None) -> None:
