@@ -6,6 +6,8 @@ Reports committed txn/s, p50/p99 latency, abort rate, the costs per committed tr
 not depend on the machine (actor calls, messages, bytes, fsyncs, summed over all parties), and the
 memory of the running cluster (RSS and PSS of every actor process, from /proc: Linux only).
 Not a test: it asserts only the bank invariant, so that a fast but wrong run is not reported.
+The full sweep (many logical clients per load-generator actor, faults, f=0 baseline, plots) is
+``python -m benchmarks.bench_ray`` (``dtm-ray bench bench_ray``).
 """
 
 from __future__ import annotations
