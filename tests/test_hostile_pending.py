@@ -49,19 +49,6 @@ def test_finding_2_the_coordinator_reports_what_it_rejects():
     assert replica.status()["rejected"].get("db-2") == 1
 
 
-def test_finding_3_an_equivocating_vote_is_an_evidence_output_counted_in_status():
-    """The coordinator keeps equivocating-vote evidence in a list nobody reads: it must be an
-    ``Evidence`` output (so hosts log and persist it) and appear in ``status()["evidence"]``."""
-    world, _, _ = hostile_world(1)
-    world.byzantine["db-2"] = "equivocate-vote"
-    world.sim.set_behaviour("db-2", make_behaviour("equivocate-vote", keys=world.keys["db-2"],
-                                                   config=world.config, rng=random.Random(3)), "equivocate-vote")
-    world.sim.run_for(1_900)
-    outputs = [o.output for o in world.sim.outputs if isinstance(o.output, Evidence) and o.output.accused == "db-2"]
-    assert outputs
-    assert any(world.sim.node(r).status()["evidence"].get("db-2") for r in world.replicas)
-
-
 def test_finding_4_an_equivocation_exposed_by_a_decide_is_recorded():
     """A replica that holds the participant's YES and executes a DECIDE carrying its NO (signed by
     the same participant, same transaction) holds a proof: seed 2 has none recorded today."""

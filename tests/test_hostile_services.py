@@ -16,6 +16,7 @@ import random
 
 from dtm_ray.crypto import Envelope
 from dtm_ray.faults import make_behaviour
+from dtm_ray.pbft.events import Evidence
 from dtm_ray.sim.hostile import ack_batch, hostile_world, honest_throughput, rejections, vote_batch
 from dtm_ray.sim.txn_world import TxnWorld
 from dtm_ray.txn.messages import DecisionItem, Vote, VoteBatch
@@ -181,3 +182,16 @@ def test_negative_control_without_the_vote_timeout_a_silent_participant_blocks()
     world = _world("mute", at_ms=400, txn={"vote_timeout_ms": 10**9})
     world.sim.run_for(RUN_MS)
     assert not _settle(world, max_ms=2_000)
+
+
+def test_an_equivocating_vote_is_an_evidence_output_counted_in_the_replica_status():
+    """(h7 finding 3) The coordinator's equivocating-vote evidence is an ``Evidence`` output (so
+    hosts log and persist it) and appears in the replica's ``status()["evidence"]``."""
+    world, _, _ = hostile_world(1)
+    world.byzantine["db-2"] = "equivocate-vote"
+    world.sim.set_behaviour("db-2", make_behaviour("equivocate-vote", keys=world.keys["db-2"],
+                                                   config=world.config, rng=random.Random(3)), "equivocate-vote")
+    world.sim.run_for(1_900)
+    outputs = [o.output for o in world.sim.outputs if isinstance(o.output, Evidence) and o.output.accused == "db-2"]
+    assert outputs
+    assert any(world.sim.node(r).status()["evidence"].get("db-2") for r in world.replicas)
