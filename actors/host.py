@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import ray
 
+from dtm_ray.limits import TokenBucket
 from dtm_ray.node import Node, drive
 from actors import names
 
@@ -40,6 +41,12 @@ MAX_INFLIGHT = int(os.environ.get("DTM_HOST_MAX_INFLIGHT", "2"))
 BUSY_TICK_MS = int(os.environ.get("DTM_HOST_BUSY_TICK_MS", "3"))
 BUSY_WINDOW_MS = 200
 MAX_BUFFERED = 20_000
+# Inbound limits (a flooding or buggy peer must not stall this actor's loop or starve the others):
+# at most this many payloads are taken from one call, and each sender's messages pass a token
+# bucket. Both are far above what a correct peer sends (a batch carries many requests per message).
+MAX_PAYLOADS_PER_CALL = 4096
+INBOUND_RATE_PER_S = 50_000
+INBOUND_BURST = 20_000
 
 Transformer = Callable[[str, bytes], Any]
 
@@ -71,6 +78,7 @@ class Host:
         self._clock0 = time.monotonic()
         self._last_activity_ms = 0
         self.counters: collections.Counter = collections.Counter()
+        self._inbound = TokenBucket(INBOUND_RATE_PER_S, INBOUND_BURST)
         self._loop_task = asyncio.get_event_loop().create_task(self._run())
 
     # -- input ----------------------------------------------------------------------------------
@@ -79,15 +87,36 @@ class Host:
             self.counters["dropped_partition_in"] += len(payloads)
             return
         self.counters["calls_in"] += 1
-        for payload in payloads:
+        for payload in self._admit(sender, payloads):
             if not isinstance(payload, bytes):
                 self.counters["rejected_non_bytes"] += 1
                 continue
             self.counters["messages_in"] += 1
             self.counters["bytes_in"] += len(payload)
-            self.core.receive(sender, payload)
+            self._receive(self.core.receive, sender, payload)
         self._last_activity_ms = self.now_ms()
         self._wake_up()
+
+    def _admit(self, sender: Any, payloads: Any) -> list:
+        """The part of one call this actor will look at: a bounded list, within the sender's rate."""
+        if not isinstance(payloads, (list, tuple)) or not isinstance(sender, str):
+            self.counters["rejected_malformed_call"] += 1
+            return []
+        if len(payloads) > MAX_PAYLOADS_PER_CALL:
+            self.counters["dropped_oversized_call"] += len(payloads) - MAX_PAYLOADS_PER_CALL
+            payloads = payloads[:MAX_PAYLOADS_PER_CALL]
+        if not self._inbound.allow(sender, self.now_ms(), cost=max(1, len(payloads))):
+            self.counters["rate_limited_in"] += len(payloads)
+            return []
+        return list(payloads)
+
+    def _receive(self, receive: Callable[..., None], *args: Any) -> None:
+        # A core never raises on peer input by contract; if one does, the rest of the call must
+        # still be delivered and the actor must keep running.
+        try:
+            receive(*args)
+        except Exception:  # noqa: BLE001 - counted, and visible in status()
+            self.counters["core_errors"] += 1
 
     def deliver_routed(self, sender: str, routed: dict[str, list[bytes]]) -> None:
         """Deliveries to the logical parties this actor hosts (a load generator's clients): the
@@ -97,14 +126,17 @@ class Host:
             return
         self.counters["calls_in"] += 1
         receive_for = getattr(self.core, "receive_for", None)
+        if not isinstance(routed, dict):
+            self.counters["rejected_malformed_call"] += 1
+            return
         for dest, payloads in routed.items():
-            for payload in payloads:
+            for payload in self._admit(sender, payloads):
                 if receive_for is None or not isinstance(payload, bytes) or not isinstance(dest, str):
                     self.counters["rejected_non_bytes"] += 1
                     continue
                 self.counters["messages_in"] += 1
                 self.counters["bytes_in"] += len(payload)
-                receive_for(dest, sender, payload)
+                self._receive(receive_for, dest, sender, payload)
         self._last_activity_ms = self.now_ms()
         self._wake_up()
 

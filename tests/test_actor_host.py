@@ -87,3 +87,36 @@ def test_non_bytes_payloads_are_rejected():
         assert host.counters["rejected_non_bytes"] == 2 and host.core.count == 1
 
     run(body)
+
+
+def test_one_call_is_bounded_and_a_flooding_sender_is_rate_limited():
+    from actors import host as host_module
+
+    def body(host, peer, storage):
+        host.deliver("a", [b"ping:1"] * (host_module.MAX_PAYLOADS_PER_CALL + 10))
+        assert host.counters["dropped_oversized_call"] == 10
+        assert host.counters["messages_in"] == host_module.MAX_PAYLOADS_PER_CALL
+        for _ in range(host_module.INBOUND_BURST // host_module.MAX_PAYLOADS_PER_CALL + 2):
+            host.deliver("a", [b"ping:1"] * host_module.MAX_PAYLOADS_PER_CALL)
+        assert host.counters["rate_limited_in"] > 0
+        before = host.counters["messages_in"]
+        host.deliver("c", [b"ping:2"])  # another sender is not starved by the flooder
+        assert host.counters["messages_in"] == before + 1
+
+    run(body)
+
+
+def test_malformed_calls_and_a_raising_core_are_counted_not_fatal():
+    def body(host, peer, storage):
+        host.deliver("a", "not a list")
+        host.deliver(7, [b"ping:1"])
+        assert host.counters["rejected_malformed_call"] == 2
+
+        def explode(sender, payload):
+            raise RuntimeError("a core bug")
+
+        host.core.receive = explode
+        host.deliver("a", [b"ping:1", b"ping:2"])
+        assert host.counters["core_errors"] == 2
+
+    run(body)
