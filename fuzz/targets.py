@@ -61,7 +61,7 @@ class Cluster:
         if self.role[party] == "client":
             return node.core.rejected
         if self.role[party] == "replica":
-            return sum(node.status()["rejected"].values()) + sum(node.app.rejected.values()) + node.ignored
+            return sum(node.status()["rejected"].values()) + node.ignored  # includes the App's rejections
         return node.status()["rejected"]
 
     def hostile(self, role: str, data: bytes) -> tuple[str, str, bytes]:

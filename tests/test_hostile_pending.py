@@ -34,21 +34,6 @@ def _world(**kwargs):
     return world, honest, hostile
 
 
-def test_finding_2_the_coordinator_reports_what_it_rejects():
-    """A vote batch with a bad signature, or from a party that is not a participant, must give a
-    ``Rejected`` output and be counted per sender in the replica's status."""
-    world, _, hostile = _world()
-    liar = world.keys["db-2"]
-    genuine = decode(vote_batch(liar, [Vote("c0:1", 0, True, [], None)]), Envelope)
-    resealed = Envelope("db-2", genuine.body, world.keys["db-1"].sign(genuine.body))
-    from dtm_ray.wire import encode
-    replica = world.sim.node("R1")
-    replica.receive("db-2", encode(resealed))
-    ready = replica.take_ready()
-    assert [o for o in ready.outputs if isinstance(o, Rejected)]
-    assert replica.status()["rejected"].get("db-2") == 1
-
-
 def test_finding_4_an_equivocation_exposed_by_a_decide_is_recorded():
     """A replica that holds the participant's YES and executes a DECIDE carrying its NO (signed by
     the same participant, same transaction) holds a proof: seed 2 has none recorded today."""

@@ -16,11 +16,12 @@ import random
 
 from dtm_ray.crypto import Envelope
 from dtm_ray.faults import make_behaviour
-from dtm_ray.pbft.events import Evidence
-from dtm_ray.sim.hostile import ack_batch, hostile_world, honest_throughput, rejections, vote_batch
+from dtm_ray.pbft.events import Evidence, Rejected
+from dtm_ray.sim.hostile import ATTACK_START_MS, ack_batch, hostile_world, honest_throughput, rejections, vote_batch
 from dtm_ray.sim.txn_world import TxnWorld
+from dtm_ray.txn.coordinator import MAX_COUNTED_SENDERS
 from dtm_ray.txn.messages import DecisionItem, Vote, VoteBatch
-from dtm_ray.wire import decode
+from dtm_ray.wire import decode, encode
 
 SEED = 2
 LIAR = "db-2"
@@ -195,3 +196,34 @@ def test_an_equivocating_vote_is_an_evidence_output_counted_in_the_replica_statu
     outputs = [o.output for o in world.sim.outputs if isinstance(o.output, Evidence) and o.output.accused == "db-2"]
     assert outputs
     assert any(world.sim.node(r).status()["evidence"].get("db-2") for r in world.replicas)
+
+
+def test_the_coordinator_reports_what_it_rejects_per_sender():
+    """(h7 finding 2) A vote batch with a bad signature, or from a party that is not a participant, must give a
+    ``Rejected`` output and be counted per sender in the replica's status."""
+    world, _, _ = hostile_world(SEED)
+    world.sim.run_for(ATTACK_START_MS)
+    liar = world.keys["db-2"]
+    genuine = decode(vote_batch(liar, [Vote("c0:1", 0, True, [], None)]), Envelope)
+    resealed = Envelope("db-2", genuine.body, world.keys["db-1"].sign(genuine.body))
+    replica = world.sim.node("R1")
+    replica.receive("db-2", encode(resealed))
+    ready = replica.take_ready()
+    assert [o for o in ready.outputs if isinstance(o, Rejected)]
+    assert replica.status()["rejected"].get("db-2") == 1
+    assert world.sim.node("R1").app.rejected["db-2"] == 1
+
+
+def test_the_coordinator_s_rejected_table_is_bounded():
+    """Rejections from made-up senders (the transport's name is not authenticated) are counted
+    under ``<others>`` past MAX_COUNTED_SENDERS, in the App and in the replica."""
+    world, _, _ = hostile_world(SEED)
+    world.sim.run_for(ATTACK_START_MS)
+    body = decode(vote_batch(world.keys["db-2"], [Vote("c0:1", 0, True, [], None)]), Envelope).body
+    replica = world.sim.node("R1")
+    for i in range(MAX_COUNTED_SENDERS + 50):
+        replica.receive(f"x{i}", encode(Envelope(f"x{i}", body, b"")))
+    replica.take_ready()
+    assert len(replica.app.rejected) <= MAX_COUNTED_SENDERS + 1
+    assert len(replica.status()["rejected"]) <= MAX_COUNTED_SENDERS + 1
+    assert replica.status()["rejected"]["<others>"] >= 50

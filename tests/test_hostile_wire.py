@@ -64,8 +64,8 @@ def _rejections(party: str) -> int:
     node = WORLD.sim.node(party)
     if ROLE[party] == "client":
         return node.core.rejected
-    if ROLE[party] == "replica":  # the coordinator (the replica's App) counts what it refuses apart
-        return sum(node.status()["rejected"].values()) + sum(node.app.rejected.values())
+    if ROLE[party] == "replica":  # includes what the coordinator (the replica's App) refuses
+        return sum(node.status()["rejected"].values())
     return node.status()["rejected"]
 
 

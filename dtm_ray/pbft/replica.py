@@ -183,6 +183,8 @@ class Replica:
         for event in take_events(self.app):
             if isinstance(event, Evidence):  # the app's proof (a participant's two votes): count it
                 self._evidence(event.accused, event.kind, event.proof)
+            elif isinstance(event, Rejected):  # the app refused a participant's input: count it per sender
+                self._reject(event.sender, event.reason)
             else:
                 self._out.output(event)
 

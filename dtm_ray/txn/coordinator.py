@@ -28,7 +28,7 @@ from collections import Counter, OrderedDict
 from dtm_ray.crypto import Envelope, KeyRing, digest, seal_mac
 from dtm_ray.errors import DecodeError, RemoteProtocolError
 from dtm_ray.pbft.app import Outgoing, ReplyItem, Verdict
-from dtm_ray.pbft.events import Evidence
+from dtm_ray.pbft.events import Evidence, Rejected
 from dtm_ray.txn.config import TxnConfig
 from dtm_ray.txn.events import Decided, Final, Ordered, PreparesSent
 from dtm_ray.txn.messages import (AckBatch, CoordinatorState, Decide, DecidedTxn, DecisionBatch, DecisionItem,
@@ -38,6 +38,7 @@ from dtm_ray.wire import decode, encode
 
 VERIFIED_CACHE = 4096  # vote batches whose signature this replica checked (by digest)
 EARLY_VOTES = 10_000  # votes for transactions this replica has not executed yet
+MAX_COUNTED_SENDERS = 1_000  # senders counted by name in ``rejected``
 MAX_EVIDENCE = 1_000  # equivocating-vote proofs kept in ``evidence``
 TIMEOUT_REASON = "vote timeout"
 
@@ -68,7 +69,7 @@ class CoordinatorApp:
         self.evidence: list[Evidence] = []  # bounded: one per (participant, transaction), at most MAX_EVIDENCE
         self._evidence_keys: set[tuple[str, str]] = set()
         self._events: list = []  # audit events and evidence for the host (take_events)
-        self.rejected: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()  # per sender, at most MAX_COUNTED_SENDERS (+ "<others>")
 
     # =========================================================================================
     # Deterministic: part of the replicated state machine
@@ -244,12 +245,12 @@ class CoordinatorApp:
         except DecodeError:
             return False
         if env.sender not in self.config.participants:
-            self.rejected[env.sender] += 1
+            self._reject(env.sender, f"{type(msg).__name__} from {env.sender!r}, not a participant")
             return True
         if isinstance(msg, VoteBatch):
             self._on_vote_batch(env, msg)
         elif not self.keys.check_mac(env.sender, env.body, env.auth):
-            self.rejected[env.sender] += 1
+            self._reject(env.sender, f"bad MAC on {type(msg).__name__} from {env.sender!r}")
         elif isinstance(msg, AckBatch):
             self._on_acks(env.sender, msg)
         else:
@@ -374,7 +375,7 @@ class CoordinatorApp:
             valid = batch.participant == env.sender and self.keys.verify(env.sender, env.body, env.auth)
             self._remember_verified(key, batch if valid else None)
         if self._verified[key] is None:
-            self.rejected[env.sender] += 1
+            self._reject(env.sender, f"bad signature on VoteBatch from {env.sender!r}")
             return
         for vote in batch.votes:
             txn = self._pending.get(vote.txn_id)
@@ -386,7 +387,7 @@ class CoordinatorApp:
 
     def _record_vote(self, txn: PendingTxn, participant: str, vote: Vote, envelope: bytes) -> None:
         if not any(s.participant == participant and s.pseq == vote.pseq for s in txn.slots):
-            self.rejected[participant] += 1
+            self._reject(participant, f"vote for {txn.txn_id} at pseq {vote.pseq}, not a slot of {participant!r}")
             return
         votes = self._votes.setdefault(txn.txn_id, {})
         previous = votes.get(participant)
@@ -395,6 +396,14 @@ class CoordinatorApp:
             self._changed()
         elif (previous[0].yes, previous[0].reads) != (vote.yes, vote.reads):
             self._record_equivocation(txn.txn_id, participant, (previous[1], envelope))
+
+    def _reject(self, sender: str, reason: str) -> None:
+        """Refused input from ``sender`` (no proof): counted, and reported to the host as a
+        ``Rejected`` output, which the replica counts per sender in its bounded table."""
+        if sender not in self.rejected and len(self.rejected) >= MAX_COUNTED_SENDERS:
+            sender = "<others>"  # the transport's sender is unauthenticated: bound what it can grow
+        self.rejected[sender] += 1
+        self._events.append(Rejected(self.replica_id, sender, reason))
 
     def _record_equivocation(self, txn_id: str, participant: str, proof: tuple[bytes, bytes]) -> None:
         """Two different signed votes of ``participant`` for one transaction: kept once (a
