@@ -227,3 +227,29 @@ def test_the_coordinator_s_rejected_table_is_bounded():
     assert len(replica.app.rejected) <= MAX_COUNTED_SENDERS + 1
     assert len(replica.status()["rejected"]) <= MAX_COUNTED_SENDERS + 1
     assert replica.status()["rejected"]["<others>"] >= 50
+
+
+def test_an_equivocation_exposed_by_a_decide_is_recorded_with_a_verifiable_proof():
+    """(h7 finding 4) A replica that holds the participant's YES and validates or executes a DECIDE
+    carrying its NO (signed by the same participant, same transaction) holds a proof: with seed 2
+    no replica receives both batches directly, so this is the only way it is recorded."""
+    world, _, _ = hostile_world(2)
+    world.byzantine["db-2"] = "equivocate-vote"
+    world.sim.set_behaviour("db-2", make_behaviour("equivocate-vote", keys=world.keys["db-2"],
+                                                   config=world.config, rng=random.Random(2)), "equivocate-vote")
+    world.sim.run_for(1_900)
+    aborted = [e for e in world.history.values()
+               if e.result is not None and e.result.reason == "equivocating participant"]
+    assert aborted
+    assert any(world.sim.node(r).app.evidence for r in world.replicas)
+    recorded = [e for r in world.replicas for e in world.sim.node(r).app.evidence]
+    for evidence in recorded:
+        assert evidence.accused == "db-2" and evidence.kind == "equivocating-vote"
+        first, second = (decode(decode(p, Envelope).body, VoteBatch) for p in evidence.proof)
+        for p in evidence.proof:
+            env = decode(p, Envelope)
+            assert env.sender == "db-2" and world.keys["R0"].verify("db-2", env.body, env.auth)
+        mine = {(v.txn_id, v.pseq): (v.yes, v.reads) for v in first.votes}
+        theirs = {(v.txn_id, v.pseq): (v.yes, v.reads) for v in second.votes}
+        assert any(k in theirs and mine[k] != theirs[k] for k in mine)
+    assert any(world.sim.node(r).status()["evidence"].get("db-2") for r in world.replicas)

@@ -138,6 +138,7 @@ class CoordinatorApp:
         txn = self._pending.get(decide.txn_id)
         if txn is None:
             return []  # decided already (or never executed): a duplicate DECIDE changes nothing
+        self._compare_with_my_votes(decide, txn)  # soft: evidence only, the outcome does not read it
         votes = self._evidence_votes(decide, txn)
         if decide.commit:
             yes = {p: v for p, v in votes.items() if v.yes}
@@ -213,6 +214,22 @@ class CoordinatorApp:
                     if previous is None or vote.yes == decide.commit:
                         found[batch.participant] = vote
         return found
+
+    def _compare_with_my_votes(self, decide: Decide, txn: PendingTxn) -> None:
+        """A DECIDE carries signed votes: one that differs from the vote this replica received
+        from the same participant for the same slot proves equivocation (a replica that saw only
+        one of the two batches learns of the other here)."""
+        mine = self._votes.get(txn.txn_id, {})
+        pseq_of = {s.participant: s.pseq for s in txn.slots}
+        for envelope in decide.evidence:
+            batch = self._open_vote_batch(envelope)
+            if batch is None or batch.participant not in mine:
+                continue
+            my_vote, my_envelope = mine[batch.participant]
+            for vote in batch.votes:
+                if (vote.txn_id == txn.txn_id and vote.pseq == pseq_of.get(batch.participant)
+                        and (vote.yes, vote.reads) != (my_vote.yes, my_vote.reads)):
+                    self._record_equivocation(txn.txn_id, batch.participant, (my_envelope, envelope))
 
     def _open_vote_batch(self, envelope: bytes) -> VoteBatch | None:
         """A participant's signed vote batch, or None if it is not one (cached by digest)."""
@@ -311,6 +328,7 @@ class CoordinatorApp:
             return Verdict.WAIT
         if any(self._open_vote_batch(e) is None for e in decide.evidence):
             return Verdict.REJECT
+        self._compare_with_my_votes(decide, txn)
         votes = self._evidence_votes(decide, txn)
         if decide.commit:
             all_yes = len(votes) == len(txn.slots) and all(v.yes for v in votes.values())
