@@ -77,7 +77,8 @@ def output(log, item: Any, now_ms: int | None = None) -> None:
     bound = log.bind(view=view, seq=seq)
     txn = getattr(item, "txn_id", None)
     if txn is not None:
-        level = "DEBUG" if name in _EVERY_REPLICA else "INFO"
+        # evidence naming a txn is bounded at its source (once per participant and txn)
+        level = "DEBUG" if name in _EVERY_REPLICA else "WARNING" if name == "Evidence" else "INFO"
         bound.bind(txn=str(txn)).log(level, "{} {}", name, short(item))
         return
     if name in ("Evidence", "Rejected"):

@@ -124,3 +124,26 @@ def test_the_audit_log_keeps_each_event_with_its_txn_id_and_seq(tmp_path):
     trail = logs.audit(directory, "alice:3")
     assert [(r["party"], r["message"].split(" ")[0], r["seq"]) for r in trail] == [
         ("R1", "Ordered", 5), ("R1", "PreparesSent", "-"), ("R1", "Decided", 6), ("R1", "Final", "-")]
+
+
+def test_evidence_about_a_transaction_is_in_its_audit_trail(tmp_path):
+    """(h7 finding 8) ``dtm-ray audit TXN`` shows the equivocating-vote evidence about TXN."""
+    import os
+
+    from loguru import logger
+
+    from dtm_ray import logs
+
+    directory = logs.log_dir(str(tmp_path))
+    os.makedirs(directory)
+    sink = logger.add(os.path.join(directory, "audit-R2.jsonl"), serialize=True, level="TRACE",
+                      filter=lambda record: "txn" in record["extra"])
+    try:
+        bound = logger.bind(role="replica", id="R2", view="-", seq="-")
+        logs.output(bound, Evidence("R2", "db-1", "equivocating-vote", (b"yes", b"no"), "alice:3"))
+        logs.output(bound, Evidence("R2", "R0", "equivocation", (b"a", b"b")))  # names no txn
+    finally:
+        logger.remove(sink)
+    trail = logs.audit(directory, "alice:3")
+    assert [(r["party"], r["message"].split(" ")[0]) for r in trail] == [("R2", "Evidence")]
+    assert "db-1" in trail[0]["message"] and "equivocating-vote" in trail[0]["message"]

@@ -16,7 +16,9 @@ import random
 
 from dtm_ray.crypto import Envelope
 from dtm_ray.faults import make_behaviour
+from dtm_ray.pbft import persist
 from dtm_ray.pbft.events import Evidence, Rejected
+from dtm_ray.pbft.messages import EvidenceRecord
 from dtm_ray.sim.hostile import ATTACK_START_MS, ack_batch, hostile_world, honest_throughput, rejections, vote_batch
 from dtm_ray.sim.txn_world import TxnWorld
 from dtm_ray.txn.coordinator import MAX_COUNTED_SENDERS
@@ -195,6 +197,7 @@ def test_an_equivocating_vote_is_an_evidence_output_counted_in_the_replica_statu
     world.sim.run_for(1_900)
     outputs = [o.output for o in world.sim.outputs if isinstance(o.output, Evidence) and o.output.accused == "db-2"]
     assert outputs
+    assert all(o.txn_id in world.history for o in outputs)  # names its transaction: in its audit trail
     assert any(world.sim.node(r).status()["evidence"].get("db-2") for r in world.replicas)
 
 
@@ -253,3 +256,25 @@ def test_an_equivocation_exposed_by_a_decide_is_recorded_with_a_verifiable_proof
         theirs = {(v.txn_id, v.pseq): (v.yes, v.reads) for v in second.votes}
         assert any(k in theirs and mine[k] != theirs[k] for k in mine)
     assert any(world.sim.node(r).status()["evidence"].get("db-2") for r in world.replicas)
+
+
+def test_evidence_is_persisted_bounded_and_counted_again_after_a_restart():
+    """(h7 finding 8) A replica's evidence goes to its disk (``persist.EVIDENCE_PREFIX``), at most
+    EVIDENCE_PER_ACCUSED proofs per accused, and ``status()["evidence"]`` survives a restart."""
+    world, _, _ = hostile_world(1)
+    world.byzantine["db-2"] = "equivocate-vote"
+    world.sim.set_behaviour("db-2", make_behaviour("equivocate-vote", keys=world.keys["db-2"],
+                                                   config=world.config, rng=random.Random(3)), "equivocate-vote")
+    world.sim.run_for(1_900)
+    accuser = next(r for r in world.replicas if world.sim.node(r).status()["evidence"].get("db-2"))
+    stored = world.sim.parties[accuser].storage.items(persist.evidence_prefix("db-2"))
+    records = [decode(raw, EvidenceRecord) for _, raw in stored]
+    assert records and {(r.accused, r.kind) for r in records} == {("db-2", "equivocating-vote")}
+    extra = 2 * persist.EVIDENCE_PER_ACCUSED  # more proofs than the disk keeps
+    world.sim.invoke(accuser, lambda node: [node._evidence("db-2", "test", (bytes([i]),)) for i in range(extra)])
+    count = world.sim.node(accuser).status()["evidence"]["db-2"]
+    on_disk = world.sim.parties[accuser].storage.items(persist.evidence_prefix("db-2"))
+    kept = [persist.evidence_of(key)[1] for key, _ in on_disk]
+    assert sorted(kept) == list(range(count - persist.EVIDENCE_PER_ACCUSED + 1, count + 1))
+    world.restart(accuser)
+    assert world.sim.node(accuser).status()["evidence"]["db-2"] == count

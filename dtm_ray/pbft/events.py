@@ -49,6 +49,7 @@ class Evidence:
     accused: str
     kind: str  # e.g. "equivocation", "bad-auth", "invalid-proposal", "forged-certificate"
     proof: tuple[bytes, ...]
+    txn_id: str | None = None  # the transaction the proof is about, if any (it joins the audit trail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,6 +207,15 @@ class StableRecord:
     proof: tuple[bytes, ...]
 
 
+@message(26)
+class EvidenceRecord:
+    """A proof of misbehaviour as persisted (``persist.EVIDENCE_PREFIX``): who, what, the proof."""
+
+    accused: str
+    kind: str
+    proof: tuple[bytes, ...]
+
+
 @message(25)
 class SlotRequest:
     """MAC'd: "I am stuck at ``seq`` (no PRE-PREPARE or no quorum): send me what you have"."""

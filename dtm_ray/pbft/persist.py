@@ -9,6 +9,11 @@ leave:
 - ``r/pp/<seq>``        -> the signed PRE-PREPARE accepted for ``seq`` (the batch itself)
 - ``r/proof/<seq>``     -> ``PreparedProof``: the prepared certificate (for VIEW-CHANGEs)
 - ``r/commit/<seq>``    -> the digest committed at ``seq``
+- ``e/<accused>/<n>``   -> ``EvidenceRecord(accused, kind, proof)``: the n-th proof (from 1) this
+                           replica recorded against ``accused``; only the EVIDENCE_PER_ACCUSED most
+                           recent are kept (writing the n-th deletes the (n-EVIDENCE_PER_ACCUSED)-th),
+                           and the highest ``n`` is the count ``status()["evidence"]`` shows after a
+                           restart
 
 ``<seq>`` is 8 bytes big-endian, so a prefix scan returns slots in order. Keys of seqs at or
 below the stable checkpoint are deleted when it becomes stable. Recovery: load ``r/stable``,
@@ -26,6 +31,8 @@ PP_PREFIX = b"r/pp/"
 PROOF_PREFIX = b"r/proof/"
 COMMIT_PREFIX = b"r/commit/"
 SLOT_PREFIXES = (PP_PREFIX, PROOF_PREFIX, COMMIT_PREFIX)
+EVIDENCE_PREFIX = b"e/"
+EVIDENCE_PER_ACCUSED = 16  # proofs kept on disk per accused party (the most recent)
 
 _U64 = struct.Struct(">Q")
 
@@ -44,3 +51,16 @@ def slot_key(prefix: bytes, seq: int) -> bytes:
 
 def seq_of(prefix: bytes, key: bytes) -> int:
     return _U64.unpack(key[len(prefix):])[0]
+
+
+def evidence_prefix(accused: str) -> bytes:
+    return EVIDENCE_PREFIX + accused.encode() + b"/"
+
+
+def evidence_key(accused: str, n: int) -> bytes:
+    return evidence_prefix(accused) + _U64.pack(n)
+
+
+def evidence_of(key: bytes) -> tuple[str, int]:
+    """(accused, n) of an ``evidence_key`` (the name may hold a "/": n is the last 8 bytes)."""
+    return key[len(EVIDENCE_PREFIX):-9].decode(), _U64.unpack(key[-8:])[0]

@@ -40,8 +40,8 @@ from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import (CheckpointStable, Evidence, Executed, Rejected, StateTransferred,
                                  ViewChanged)
 from dtm_ray.pbft.log import Log, Slot
-from dtm_ray.pbft.messages import (REPLICA_MESSAGES, Checkpoint, ClientRecord, Commit, NewView,
-                                   Prepare, PrePrepare, PreparedProof, Reply, ReplicaState, Request,
+from dtm_ray.pbft.messages import (REPLICA_MESSAGES, Checkpoint, ClientRecord, Commit, EvidenceRecord,
+                                   NewView, Prepare, PrePrepare, PreparedProof, Reply, ReplicaState, Request,
                                    SlotRequest, StableRecord, StateReply, StateRequest, ViewChange,
                                    batch_digest,
                                    open_request, seal, state_digest)
@@ -182,7 +182,7 @@ class Replica:
             self._out.send(dest, payload)
         for event in take_events(self.app):
             if isinstance(event, Evidence):  # the app's proof (a participant's two votes): count it
-                self._evidence(event.accused, event.kind, event.proof)
+                self._evidence(event.accused, event.kind, event.proof, event.txn_id)
             elif isinstance(event, Rejected):  # the app refused a participant's input: count it per sender
                 self._reject(event.sender, event.reason)
             else:
@@ -231,14 +231,23 @@ class Replica:
         self.rejected_counts[sender] += 1
         self._out.output(Rejected(self.id, sender, reason))
 
-    def _evidence(self, accused: str, kind: str, proof: tuple[bytes, ...]) -> None:
+    def _evidence(self, accused: str, kind: str, proof: tuple[bytes, ...], txn_id: str | None = None) -> None:
         key = (accused, kind, proof)
         if key in self._evidence_seen:
             return
         if len(self._evidence_seen) < MAX_EVIDENCE_KEPT:
             self._evidence_seen.add(key)
         self.evidence_counts[accused] += 1
-        self._out.output(Evidence(self.id, accused, kind, proof))
+        self._persist_evidence(accused, kind, proof)
+        self._out.output(Evidence(self.id, accused, kind, proof, txn_id))
+
+    def _persist_evidence(self, accused: str, kind: str, proof: tuple[bytes, ...]) -> None:
+        """The n-th proof against ``accused`` goes to disk; the one EVIDENCE_PER_ACCUSED older is
+        deleted, so a party that misbehaves forever costs bounded space (see ``persist``)."""
+        n = self.evidence_counts[accused]
+        self._out.write(persist.evidence_key(accused, n), encode(EvidenceRecord(accused, kind, proof)))
+        if n > persist.EVIDENCE_PER_ACCUSED:
+            self._out.write(persist.evidence_key(accused, n - persist.EVIDENCE_PER_ACCUSED), None)
 
     def _broadcast(self, payload: bytes, *, after_persist: bool = True) -> None:
         for r in self.peers:
@@ -940,6 +949,9 @@ class Replica:
             slot = self.log.get(persist.seq_of(persist.COMMIT_PREFIX, key))
             if slot is not None and slot.pp is not None and slot.pp.digest == digest:
                 slot.committed = True
+        for key, _ in storage.items(persist.EVIDENCE_PREFIX):  # the highest n is the count
+            accused, n = persist.evidence_of(key)
+            self.evidence_counts[accused] = max(self.evidence_counts[accused], n)
         self._execute_ready()
         self.next_seq = max([self.executed, self.log.low] + list(self.log.slots)) + 1
         for slot in self.log.slots.values():

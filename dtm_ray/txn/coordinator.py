@@ -430,7 +430,7 @@ class CoordinatorApp:
         if key in self._evidence_keys or len(self._evidence_keys) >= MAX_EVIDENCE:
             return
         self._evidence_keys.add(key)
-        evidence = Evidence(self.replica_id, participant, "equivocating-vote", proof)
+        evidence = Evidence(self.replica_id, participant, "equivocating-vote", proof, txn_id)
         self.evidence.append(evidence)
         self._events.append(evidence)
 
