@@ -148,7 +148,8 @@ def op_tuple(op: Op) -> tuple[str, str, str, Any]:
 BALANCE = 100
 
 
-def _wait_until(predicate, timeout_s: float, what: str):
+def wait_until(predicate, timeout_s: float = 30.0, what: str = "condition"):
+    """Poll an observable condition; fails with a message (never a bare sleep)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()
@@ -179,7 +180,7 @@ def quiescent(cluster, participants):
 
 def bank_final(cluster, accounts):
     participants = sorted({p for p, _ in accounts})
-    _wait_until(lambda: quiescent(cluster, participants), 30, "participants quiescent")
+    wait_until(lambda: quiescent(cluster, participants), 30, "participants quiescent")
     states = {p: cluster.participant_state(p) for p in {p for p, _ in accounts}}
     return {(p, k): states[p].get(k) for p, k in accounts}
 

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 from dtm_ray.checks.elle import FAIL, INFO, OK, HistTxn, Mop, check_list_append
 from actors.loadgen import (  # noqa: F401  (re-exported for the tests)
     BALANCE, bank_accounts_of as bank_accounts, bank_final, bank_setup_of as bank_setup, check_bank_run, quiescent,
+    wait_until,
 )
-
-
-def wait_until(predicate, timeout_s=30.0, what="condition"):
-    """Poll an observable condition; fails with a message (never a bare sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def bank_load(cluster, accounts, clients, count, seed, timeout_s=20.0):

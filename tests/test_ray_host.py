@@ -4,9 +4,10 @@ destination per flush, crash recovery from RocksDB, wipe, partitions, operator t
 from __future__ import annotations
 
 import secrets
-import time
 
 import pytest
+
+from actors.loadgen import wait_until as poll
 
 from dtm_ray.config import ClusterConfig
 from dtm_ray.crypto import generate_keys
@@ -15,14 +16,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
 
 
 def wait_until(predicate, timeout_s=20.0, what="condition"):
-    """Poll an observable condition (not a sleep-as-synchronisation: it fails with a message)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+    return poll(predicate, timeout_s, what)
 
 
 @pytest.fixture

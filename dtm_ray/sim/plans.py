@@ -144,10 +144,19 @@ def turn_byzantine(world: PbftWorld, replica: str, name: str) -> None:
 
 
 def perform(world: PbftWorld, step: Step) -> None:
-    sim, net = world.sim, world.sim.network
     if step.action == "turn":
         turn_byzantine(world, *step.args)
-    elif step.action == "crash":
+    elif step.action == "heal":
+        heal(world)
+    elif not perform_network_or_crash(world, step):
+        raise ValueError(f"unknown plan step {step.action!r}")
+
+
+def perform_network_or_crash(world, step: Step) -> bool:
+    """The plan steps every world shares (a world has ``sim`` and ``restart(party, wipe=)``).
+    Returns False for a step it does not know."""
+    sim, net = world.sim, world.sim.network
+    if step.action == "crash":
         sim.crash(step.args[0])
     elif step.action in ("restart", "wipe"):
         world.restart(step.args[0], wipe=step.action == "wipe")
@@ -164,10 +173,9 @@ def perform(world: PbftWorld, step: Step) -> None:
         drop, dup, reorder = step.args
         net.set_lossy(drop_rate=drop, duplicate_rate=dup, reorder_rate=reorder)
         sim.note(f"lossy drop={drop} dup={dup} reorder={reorder}")
-    elif step.action == "heal":
-        heal(world)
     else:
-        raise ValueError(f"unknown plan step {step.action!r}")
+        return False
+    return True
 
 
 def heal(world: PbftWorld) -> None:

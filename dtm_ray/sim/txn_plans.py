@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from dtm_ray.checks import Anomaly
 from dtm_ray.faults import CATALOGUE, make_behaviour
 from dtm_ray.sim.network import NetworkConfig
-from dtm_ray.sim.plans import Step
+from dtm_ray.sim.plans import Step, perform_network_or_crash
 from dtm_ray.sim.txn_world import (BankWorkload, HotKeyWorkload, ListAppendWorkload, TxnWorld, build_txn_world)
 from dtm_ray.txn.byzantine import PARTICIPANT_CATALOGUE, TXN_CATALOGUE
 
@@ -109,24 +109,9 @@ def apply_txn_plan(world: TxnWorld, plan: TxnPlan, rng: random.Random) -> None:
 
 def perform(world: TxnWorld, step: Step) -> None:
     sim, net = world.sim, world.sim.network
-    if step.action == "crash":
-        sim.crash(step.args[0])
-    elif step.action in ("restart", "wipe"):
-        world.restart(step.args[0], wipe=step.action == "wipe")
-    elif step.action == "partition":
-        net.partition(*step.args)
-        sim.note(f"partition {step.args}")
-    elif step.action == "heal-partition":
-        net.partition()
-        sim.note("heal partition")
-    elif step.action == "slow":
-        net.slow(*step.args)
-        sim.note(f"slow {step.args[0]} by {step.args[1]}ms")
-    elif step.action == "lossy":
-        drop, dup, reorder = step.args
-        net.set_lossy(drop_rate=drop, duplicate_rate=dup, reorder_rate=reorder)
-        sim.note(f"lossy drop={drop} dup={dup} reorder={reorder}")
-    elif step.action == "heal":
+    if perform_network_or_crash(world, step):
+        return
+    if step.action == "heal":
         net.heal()
         for party in world.replicas + world.participants:
             if not sim.alive(party):
