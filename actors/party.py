@@ -75,6 +75,8 @@ class PartyActor:
             self.host.set_transformer(fn)
             self.byzantine = behaviour
         else:
+            # Operator code shipped on purpose by ``cluster.chaos.byzantine(i, fn)`` through this
+            # admin method; message bytes never reach cloudpickle (they go to wire.decode).
             self.host.set_transformer(cloudpickle.loads(behaviour))
             self.byzantine = "custom"
         self.log.warning("byzantine behaviour set to {}", self.byzantine)
