@@ -16,6 +16,12 @@ Targets are replica indices (``2`` is ``R2``) or party names (``"db-0"``, ``"ali
 Every operation returns when it has taken effect (the re-created actor answers), so a test or a
 shell session can act on it at once.
 
+The fault plan (who is killed, Byzantine or partitioned, where the supervisor moved whom) is
+**kept on disk** beside the parties' directories and read back when Ray restarts this actor: a
+chaos actor that dies must not silently heal the faults it injected, nor forget that a replica
+was killed for good. A restarted party gets its partition and its Byzantine behaviour back too
+(a crash restarts the process, it does not make a Byzantine party honest).
+
 The chaos actor also **supervises placement**: a replica pinned to a Ray node that is gone cannot
 be restarted by Ray (``ActorUnschedulableError``), so a background thread re-creates it on the
 live node with the fewest parties (where, without its disk, it recovers by state transfer).
@@ -24,7 +30,10 @@ Participants and clients are not moved: their state exists only on their node.
 
 from __future__ import annotations
 
+import base64
 import collections
+import json
+import os
 import threading
 
 import ray
@@ -36,15 +45,19 @@ class Chaos:
     def __init__(self, specs: dict[str, dict], handles: dict[str, object] | None, replicas: list[str],
                  spread: bool) -> None:
         self.specs = specs
-        # None: found by name. Handles passed to an actor's constructor are references Ray cannot
-        # keep for a restart (it warns on every start); the names are what a restart needs anyway.
-        self.handles = handles if handles is not None else {p: self._find(s) for p, s in specs.items()}
         self.replicas = replicas
         self.spread = spread
         self.dead: set[str] = set()
-        self.byzantine_parties: dict[str, str] = {}
+        self.behaviours: dict[str, tuple[str | bytes, int]] = {}  # party -> (behaviour, seed)
         self.groups: list[list[str]] = []
         self.moved: list[tuple[str, str]] = []  # (party, new node) re-created by the supervisor
+        self.plan_path = _plan_path(specs)
+        self._load_plan()
+        # None: found by name. Handles passed to an actor's constructor are references Ray cannot
+        # keep for a restart (it warns on every start); the names are what a restart needs anyway.
+        # A party that cannot be found now (its node just died; Ray is restarting it) is looked up
+        # again when needed, or re-created by the supervisor: it must not fail this constructor.
+        self.handles = handles if handles is not None else {p: self._find(s) for p, s in self.specs.items()}
         self._lock = threading.RLock()  # operator calls and the supervisor thread
         self._stop = threading.Event()
         threading.Thread(target=self._supervise, name="placement-supervisor", daemon=True).start()
@@ -53,7 +66,45 @@ class Chaos:
     def _find(spec: dict):
         from actors.names import actor_name
 
-        return ray.get_actor(actor_name(spec["party"]), namespace=spec["namespace"])
+        try:
+            return ray.get_actor(actor_name(spec["party"]), namespace=spec["namespace"])
+        except ValueError:  # not registered (dead, or being re-created)
+            return None
+
+    def _handle(self, party: str):
+        """The party's handle, looked up by name when it was not found before."""
+        if self.handles.get(party) is None:
+            self.handles[party] = self._find(self.specs[party])
+        if self.handles[party] is None:
+            raise LookupError(f"party {party!r} has no live actor (dead, or being re-created)")
+        return self.handles[party]
+
+    # -- the fault plan on disk -----------------------------------------------------------------
+    def _save_plan(self) -> None:
+        if self.plan_path is None:
+            return
+        plan = {"dead": sorted(self.dead), "groups": self.groups, "moved": self.moved,
+                "behaviours": {p: [_encode_behaviour(b), seed] for p, (b, seed) in self.behaviours.items()},
+                "placed": {p: {"node": s.get("node"), "epoch": s.get("epoch", 0)} for p, s in self.specs.items()}}
+        tmp = self.plan_path + ".tmp"
+        with open(tmp, "w") as out:
+            json.dump(plan, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.plan_path)  # atomic: a crash leaves the old plan or the new one
+
+    def _load_plan(self) -> None:
+        if self.plan_path is None or not os.path.exists(self.plan_path):
+            return
+        with open(self.plan_path) as src:
+            plan = json.load(src)
+        self.dead = set(plan["dead"]) & set(self.specs)
+        self.groups = plan["groups"]
+        self.moved = [tuple(m) for m in plan["moved"]]
+        self.behaviours = {p: (_decode_behaviour(b), seed) for p, (b, seed) in plan["behaviours"].items()}
+        for party, placed in plan["placed"].items():
+            if party in self.specs:
+                self.specs[party] = dict(self.specs[party], **placed)
 
     def party(self, target: int | str) -> str:
         if isinstance(target, int) and not isinstance(target, bool):
@@ -70,7 +121,7 @@ class Chaos:
             return self._crash(self.party(target))
 
     def _crash(self, party: str) -> str:
-        launch.crash_and_wait(self.handles[party])
+        launch.crash_and_wait(self._handle(party))
         self._reapply(party)
         return party
 
@@ -79,8 +130,10 @@ class Chaos:
             return self._kill(self.party(target))
 
     def _kill(self, party: str) -> str:
-        launch.kill(self.handles[party], restart=False)
+        if self.handles.get(party) is not None:
+            launch.kill(self.handles[party], restart=False)
         self.dead.add(party)
+        self._save_plan()
         return party
 
     def restart(self, target) -> str:
@@ -98,46 +151,63 @@ class Chaos:
     def _wipe(self, party: str) -> str:
         spec = self.specs[party]
         self.specs[party] = dict(spec, epoch=spec.get("epoch", 0) + 1)
+        self._save_plan()
         self._recreate(party)
         return party
 
     def _recreate(self, party: str) -> None:
-        launch.kill(self.handles[party], restart=False)
+        old = self.handles.get(party) or self._find(self.specs[party])
+        if old is not None:
+            launch.kill(old, restart=False)
         launch.wait_name_released(self.specs[party])
         spread = self.spread and self.specs[party]["role"] in ("replica", "kv-replica")
         self.handles[party] = launch.launch(self.specs[party], spread=spread)
         launch.wait_alive([self.handles[party]])
         self.dead.discard(party)
+        self._save_plan()
         self._reapply(party)
 
     def _reapply(self, party: str) -> None:
-        """A restarted process forgot the network's state: partitions live outside it."""
+        """A restarted process forgot what the operator did to it: its partition and its
+        Byzantine behaviour live here, not in the process."""
+        handle = self._handle(party)
         blocked = self._blocked_for(party)
         if blocked:
-            ray.get(self.handles[party].set_blocked.remote(blocked))
+            ray.get(handle.set_blocked.remote(blocked))
+        if party in self.behaviours:
+            behaviour, seed = self.behaviours[party]
+            ray.get(handle.set_byzantine.remote(behaviour, seed))
 
     # -- Byzantine behaviour --------------------------------------------------------------------
     def byzantine(self, target, behaviour: str | bytes, seed: int = 0) -> str:
-        party = self.party(target)
-        ray.get(self.handles[party].set_byzantine.remote(behaviour, seed))
-        self.byzantine_parties[party] = behaviour if isinstance(behaviour, str) else "custom"
-        return party
+        with self._lock:
+            party = self.party(target)
+            ray.get(self._handle(party).set_byzantine.remote(behaviour, seed))
+            self.behaviours[party] = (behaviour, seed)
+            self._save_plan()
+            return party
 
     def heal(self, target) -> str:
-        party = self.party(target)
-        ray.get(self.handles[party].set_byzantine.remote(None))
-        self.byzantine_parties.pop(party, None)
-        return party
+        with self._lock:
+            party = self.party(target)
+            ray.get(self._handle(party).set_byzantine.remote(None))
+            self.behaviours.pop(party, None)
+            self._save_plan()
+            return party
 
     # -- the network ----------------------------------------------------------------------------
     def partition(self, *groups) -> list[list[str]]:
-        self.groups = [[self.party(t) for t in group] for group in groups]
-        self._apply_network()
-        return self.groups
+        with self._lock:
+            self.groups = [[self.party(t) for t in group] for group in groups]
+            self._save_plan()
+            self._apply_network()
+            return self.groups
 
     def heal_network(self) -> None:
-        self.groups = []
-        self._apply_network()
+        with self._lock:
+            self.groups = []
+            self._save_plan()
+            self._apply_network()
 
     def _blocked_for(self, party: str) -> list[str]:
         mine = next((g for g in self.groups if party in g), None)
@@ -147,7 +217,7 @@ class Chaos:
 
     def _apply_network(self) -> None:
         live = [p for p in self.specs if p not in self.dead]
-        ray.get([self.handles[p].set_blocked.remote(self._blocked_for(p)) for p in live])
+        ray.get([self._handle(p).set_blocked.remote(self._blocked_for(p)) for p in live])
 
     # -- placement supervision ------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -176,21 +246,42 @@ class Chaos:
                 self.specs[party] = dict(spec, node=target)
                 self._recreate(party)
                 self.moved.append((party, target))
+                self._save_plan()
                 moved.append(party)
             return moved
 
     def adopt(self, party: str, spec: dict, handle) -> None:
         """A party created after the chaos actor (a client): it can be crashed and restarted too."""
-        self.specs[party] = spec
-        self.handles[party] = handle
+        with self._lock:
+            self.specs[party] = spec
+            self.handles[party] = handle
 
     # -- observation ----------------------------------------------------------------------------
     def plan(self) -> dict:
-        return {"dead": sorted(self.dead), "byzantine": dict(self.byzantine_parties),
+        byzantine = {p: b if isinstance(b, str) else "custom" for p, (b, _) in self.behaviours.items()}
+        return {"dead": sorted(self.dead), "byzantine": byzantine,
                 "partition": self.groups, "moved": [list(m) for m in self.moved]}
 
     def handle(self, party: str):
-        return self.handles[party]
+        return self._handle(party)
 
     def is_dead(self, party: str) -> bool:
         return party in self.dead
+
+
+def _plan_path(specs: dict[str, dict]) -> str | None:
+    """``chaos-plan.json`` in the cluster's data directory (the parent of every party's directory)."""
+    for spec in specs.values():
+        if spec.get("path"):
+            return os.path.join(os.path.dirname(spec["path"]), "chaos-plan.json")
+    return None
+
+
+def _encode_behaviour(behaviour: str | bytes) -> dict:
+    if isinstance(behaviour, str):
+        return {"name": behaviour}
+    return {"pickled": base64.b64encode(behaviour).decode()}  # the operator's own callable
+
+
+def _decode_behaviour(encoded: dict) -> str | bytes:
+    return encoded["name"] if "name" in encoded else base64.b64decode(encoded["pickled"])

@@ -174,7 +174,15 @@ class Cluster:
                                               max_restarts=-1, scheduling_strategy=here)
         # no handles: the chaos actor looks the parties up by name (handles as constructor
         # arguments of a restartable actor make Ray warn on every start)
+        # The chaos actor keeps its fault plan in the data directory for its own restarts; a plan
+        # left there by an earlier cluster describes actors that no longer exist.
+        stale_plan = os.path.join(self.data_dir, "chaos-plan.json")
+        if os.path.exists(stale_plan):
+            os.remove(stale_plan)
         self._chaos_actor = chaos_cls.remote(self._specs, None, list(self.config.replicas), spread)
+        # Return only once it has looked every party up: until then a lost node could take a
+        # party with it before the chaos actor knew it.
+        ray.get(self._chaos_actor.plan.remote(), timeout=60)
         self.chaos = ChaosControl(self._chaos_actor, self)
 
     def _start_party(self, spec: dict, *, spread: bool = False) -> Any:

@@ -101,3 +101,32 @@ def test_operator_callable_rewrites_outgoing_messages(toys):
     chaos.heal("a")
     ray.get(h["a"].toy_send.remote("b", 1))
     wait_until(lambda: core(ray, h["b"])["count"] == 13, what="13 pings")
+
+
+def test_the_fault_plan_survives_a_restart_of_the_chaos_actor(toys):
+    """Ray re-runs the chaos actor's constructor when it restarts: it reads its plan back from the
+    data directory instead of forgetting (and so silently healing) the faults it injected."""
+    import cloudpickle
+
+    from actors.chaos import Chaos
+
+    ray, h, chaos = toys
+
+    def double(dest, payload):
+        return [(dest, payload)] * 2
+
+    chaos.byzantine("a", cloudpickle.dumps(double))
+    chaos.partition(["b"], [])
+    chaos.heal_network()
+    chaos.kill("b")
+    plan = chaos.plan()
+    assert plan["dead"] == ["b"] and plan["byzantine"] == {"a": "custom"}
+
+    reborn = Chaos(chaos.specs, None, [], spread=False)  # what a Ray restart does: no handles
+    assert reborn.plan() == plan
+    reborn.restart("b")
+    chaos.handles["b"] = reborn.handles["b"]
+    reborn.crash("a")  # a crash restarts the process; it must come back Byzantine
+    assert ray.get(reborn.handle("a").status.remote())["byzantine"] == "custom"
+    ray.get(reborn.handle("a").toy_send.remote("b", 3))
+    wait_until(lambda: core(ray, reborn.handle("b"))["count"] == 6, what="6 pings (doubled)")
