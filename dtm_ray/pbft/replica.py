@@ -110,7 +110,7 @@ class Replica:
         self._admitted: dict[bytes, Request] = {}  # authentic, admissible request envelopes
         self.inflight: set[tuple[str, int]] = set()  # in a pre-prepare of the current view
         self.inflight_proposals: set[bytes] = set()
-        self.waiting_since: dict[tuple, int] = {}  # request or due proposal -> when first seen
+        self.waiting_since: dict[tuple, int] = {}  # request or due proposal -> when first seen here
         self.batch_started: int | None = None
 
         self.state_target = 0  # want a verified stable state with seq >= this (0: none)
@@ -119,6 +119,8 @@ class Replica:
         self.last_retransmit = 0
         self.checkpoint_taken_ms = 0
         self.last_progress_ms = 0  # when we last executed a batch
+        self.last_full_batch_ms = 0  # when we last executed a full batch: the primary had no room
+        self.view_started_ms = 0  # when we entered the current view: waiting starts over for its primary
         self.last_served: dict[str, int] = {}  # replica -> when we last sent it our state
         self.last_hinted: dict[str, int] = {}  # replica -> when we last told it our stable checkpoint
         self._resume: int | None = None  # after a restart: the view change to redo on first tick
@@ -613,6 +615,8 @@ class Replica:
         self.executed = seq
         self.vc_attempts = 0
         self.last_progress_ms = self.now
+        if len(fresh) + len(pp.proposals) >= self.config.batch_size:
+            self.last_full_batch_ms = self.now
         self.next_seq = max(self.next_seq, seq + 1)
         self._out.output(Executed(self.id, pp.view, seq, pp.digest, tuple(fresh), len(pp.proposals)))
         if seq % self.config.checkpoint_interval == 0:
@@ -695,11 +699,21 @@ class Replica:
         """Something we wait for (a request, a due App proposal) is not being executed: either
         nothing executed for a timeout while we waited (PBFT's rule: a slow but working cluster
         keeps its primary), or one item waited CENSORSHIP_FACTOR timeouts although others went
-        through (a primary that censors a client, or never proposes what the App needs)."""
-        oldest = min(self.waiting_since.values())
+        through in batches that had room for it (a primary that censors a client, or never
+        proposes what the App needs).
+
+        Waiting behind a queue is not censorship: every executed batch that was full (fresh
+        requests + proposals = batch_size) restarts the censorship clock of everything waiting,
+        because the primary had no room for it. Only batches with room that skip an item count
+        against the primary, so a busy primary's latency grows with its queue instead of being
+        replaced (which stalls the cluster and lengthens the queue: the collapse measured in
+        docs/findings/performance-proposals.md). Duplicates and replays do not make a batch
+        full (``fresh`` counts first executions only), so a faulty primary cannot pad its way
+        out of the rule."""
+        oldest = max(min(self.waiting_since.values()), self.view_started_ms)
         timeout = self._timeout_ms()
         stalled = self.now - max(oldest, self.last_progress_ms) >= timeout
-        censored = self.now - oldest >= CENSORSHIP_FACTOR * timeout
+        censored = self.now - max(oldest, self.last_full_batch_ms) >= CENSORSHIP_FACTOR * timeout
         return stalled or censored
 
     def _start_view_change(self, new_view: int) -> None:
@@ -819,7 +833,7 @@ class Replica:
                 self.inflight.update(self._request_keys(pp))
                 self.inflight_proposals.update(pp.proposals)
         self.next_seq = max([plan.min_s, self.executed, self.log.low] + [pp.seq for pp, _ in preprepares]) + 1
-        self.waiting_since = {k: self.now for k in self.waiting_since}  # a fresh timer for the new primary
+        self.view_started_ms = self.now  # a fresh timer for the new primary
         self.batch_started = None
         for key, payload in self.pending.items():  # make sure the new primary has them
             if not self.is_primary and key not in self.inflight:
