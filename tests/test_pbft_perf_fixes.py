@@ -127,3 +127,27 @@ def test_a_primary_that_censors_one_client_while_batches_have_room_is_replaced()
     assert finished, f"the censored client was never served: {result}"
     assert all(world.replica(r).view >= 1 for r in ("R1", "R2", "R3")), result
     assert not world.safety_violations()
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The view-change timeout adapts to the latency batches really see
+
+
+def test_a_network_slower_than_the_timeout_settles_after_warm_up():
+    """60-120 ms links and a 100 ms view-change timeout: a batch takes ~4 hops, so the configured
+    timeout alone fires on every request (45 view changes to the end of this run before the
+    fix). The timeout follows 4 x the observed batch latency: after a few view changes while no
+    latency has been observed, the correct primary keeps its view."""
+    config = small_config(4, view_change_timeout_ms=100, client_retry_ms=2_000)
+    world = build_world(SEED, 4, clients=4, config=config,
+                        network=NetworkConfig(min_delay_ms=60, max_delay_ms=120))
+    result = run_workload(world, SEED, requests_per_client=15)
+    assert result.finished, result
+    late = [o.time_ms for o in world.sim.outputs
+            if isinstance(o.output, ViewChanged) and o.time_ms > result.virtual_ms // 2]
+    assert not late, f"view changes after warm-up at {late}: {result}"
+    timeouts = {r: s["view_change_timeout_ms"] for r, s in world.statuses().items()}
+    assert all(t > 100 for t in timeouts.values()), f"the timeout did not adapt: {timeouts}"
+    # retransmission follows the adapted timeout too (a quarter of it): 254 messages per
+    # request before, ~50 after
+    assert result.messages_per_request < 120, result

@@ -16,13 +16,15 @@ Rules of this module:
 - Roles are not subclasses: the primary differs only in ``_propose`` and in not sending PREPARE.
 
 Liveness over a lossy network, without a message per request: every ``retransmit_ms``
-(a quarter of the view-change timeout) a replica resends its own votes for slots it has not
+(a quarter of the base view-change timeout) a replica resends its own votes for slots it has not
 executed yet, its VIEW-CHANGE while it waits for a NEW-VIEW, and asks (``SlotRequest``) for the
 next slot when execution is stuck on a gap; peers answer a straggler's duplicates with their own
 votes, once per interval. Timers: a backup asks for a view change when nothing executed for a
 timeout while it waited for something, or when one request waited ``CENSORSHIP_FACTOR``
-timeouts; timeouts double per failed view change, and the timer to the next view only starts
-once 2f+1 replicas asked for this one.
+timeouts while batches with room for it went through; the base timeout is the configured one or
+``LATENCY_FACTOR`` times the observed batch latency, whichever is longer; timeouts double per
+failed view change, and the timer to the next view only starts once 2f+1 replicas asked for
+this one.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ MAX_PENDING_PER_CLIENT = 16
 MAX_EVIDENCE_KEPT = 1_000
 MAX_COUNTED_SENDERS = 1_000
 CENSORSHIP_FACTOR = 4  # a request that waits this many view-change timeouts replaces the primary
+LATENCY_FACTOR = 4  # the view-change timeout is at least this many times the observed request latency
+LATENCY_EWMA_WEIGHT = 1 / 8  # weight of a new latency sample (as TCP's smoothed round-trip time)
+MAX_ADAPTIVE_TIMEOUT_MS = 60_000  # the observed latency never stretches the timeout beyond this
 MAX_ADMITTED_CACHE = 20_000  # authenticated request envelopes remembered (cleared when full)
 REFUSALS_PER_S, REFUSAL_BURST = 10, 10  # refusal replies per client: a refused flood is no amplifier
 
@@ -84,7 +89,6 @@ class Replica:
         self.keys = keys
         self.app = app
         self.peers = tuple(r for r in config.replicas if r != replica_id)
-        self.retransmit_ms = max(10, config.view_change_timeout_ms // 4)
         self._out = Outbox()
         self.safety = SafetyRules(keys, storage, self._out)
 
@@ -121,6 +125,8 @@ class Replica:
         self.last_progress_ms = 0  # when we last executed a batch
         self.last_full_batch_ms = 0  # when we last executed a full batch: the primary had no room
         self.view_started_ms = 0  # when we entered the current view: waiting starts over for its primary
+        self.latency_ewma_ms = 0.0  # smoothed batch latency: its content first seen here -> executed here
+        self.clock_start: int | None = None  # the first tick's time: anything stamped before is no sample
         self.last_served: dict[str, int] = {}  # replica -> when we last sent it our state
         self.last_hinted: dict[str, int] = {}  # replica -> when we last told it our stable checkpoint
         self._resume: int | None = None  # after a restart: the view change to redo on first tick
@@ -159,6 +165,8 @@ class Replica:
 
     def tick(self, now_ms: int) -> None:
         self.now = max(self.now, now_ms)
+        if self.clock_start is None:
+            self.clock_start = self.now
         if self._resume is not None:
             view, self._resume = self._resume, None
             self._start_view_change(view)
@@ -595,15 +603,18 @@ class Replica:
             self.waiting_since.pop(("prop", proposal), None)
             replies += self.app.execute_proposal(seq, proposal)
         fresh = []
+        since = slot.accepted_ms  # when this replica first knew of any of the batch
         for raw in pp.requests:
             req = self._admitted.pop(raw, None) or decode(decode(raw, Envelope).body, Request)
             key = (req.client, req.request_id)
             self._forget_pending(key)
             self.inflight.discard(key)
-            self.waiting_since.pop(("req",) + key, None)
+            first_seen = self.waiting_since.pop(("req",) + key, None)
             entry = self.clients.get(req.client)
             if entry is not None and req.request_id <= entry.request_id:
                 continue  # a replay, or ordered twice: exactly once
+            if first_seen is not None:
+                since = min(since, first_seen)
             self.clients[req.client] = ClientEntry(req.request_id, None)
             fresh.append(key)
             replies += self.app.execute(seq, req.client, req.request_id, req.operation)
@@ -612,6 +623,7 @@ class Replica:
             if entry is not None and entry.request_id == request_id:
                 entry.result = result
             self._send_reply(client, request_id, result)
+        self._observe_latency(since)
         self.executed = seq
         self.vc_attempts = 0
         self.last_progress_ms = self.now
@@ -678,8 +690,34 @@ class Replica:
     # =========================================================================================
     # View change
 
+    def _base_timeout_ms(self) -> int:
+        """The configured timeout, stretched to LATENCY_FACTOR times the latency batches really
+        see here (a slow network or a loaded machine is not a faulty primary: the adaptive
+        timers of PBFT's implementation and BFT-SMaRt)."""
+        adaptive = min(LATENCY_FACTOR * self.latency_ewma_ms, MAX_ADAPTIVE_TIMEOUT_MS)
+        return max(self.config.view_change_timeout_ms, int(adaptive))
+
     def _timeout_ms(self) -> int:
-        return self.config.view_change_timeout_ms * 2 ** min(self.vc_attempts, 10)
+        """The base timeout, doubled per view change that did not lead to an execution."""
+        return self._base_timeout_ms() * 2 ** min(self.vc_attempts, 10)
+
+    @property
+    def retransmit_ms(self) -> int:
+        """A quarter of the base timeout: on a slow network, resending a vote before its first
+        copy could have been answered only multiplies messages."""
+        return max(10, self._base_timeout_ms() // 4)
+
+    def _observe_latency(self, since_ms: int) -> None:
+        """Soft state: replicas need not agree on it, and a restart starts over from the config.
+        A batch stamped before our clock started (recovered from disk, received before the
+        first tick) is no measure of anything."""
+        if self.clock_start is None or since_ms < self.clock_start:
+            return
+        sample_ms = self.now - since_ms
+        if self.latency_ewma_ms == 0.0:
+            self.latency_ewma_ms = float(sample_ms)
+        else:
+            self.latency_ewma_ms += LATENCY_EWMA_WEIGHT * (sample_ms - self.latency_ewma_ms)
 
     def _track_due_proposals(self) -> None:
         due = set(self.app.proposals())
@@ -693,6 +731,9 @@ class Replica:
             if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self._start_view_change(self.vc_target + 1)  # the NEW-VIEW did not come: next one
         elif self.waiting_since and not self.state_target and self._primary_is_failing():
+            # Only backups suspect the primary (PBFT's request timer). A correct primary that
+            # suspected itself would stop proposing while the others still wait for it; it
+            # joins a view change once f+1 replicas ask for one.
             self._start_view_change(self.view + 1)
 
     def _primary_is_failing(self) -> bool:
@@ -1010,6 +1051,8 @@ class Replica:
             "high_watermark": self.log.high,
             "log_entries": len(self.log),
             "pending_requests": len(self.pending),
+            "view_change_timeout_ms": self._timeout_ms(),
+            "request_latency_ms": round(self.latency_ewma_ms, 1),
             "state_transfer_target": self.state_target,
             "evidence": dict(self.evidence_counts),
             "rejected": dict(self.rejected_counts),
