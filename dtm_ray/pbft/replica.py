@@ -59,7 +59,9 @@ MAX_COUNTED_SENDERS = 1_000
 CENSORSHIP_FACTOR = 4  # a request that waits this many view-change timeouts replaces the primary
 LATENCY_FACTOR = 4  # the view-change timeout is at least this many times the observed request latency
 LATENCY_EWMA_WEIGHT = 1 / 8  # weight of a new latency sample (as TCP's smoothed round-trip time)
-MAX_ADAPTIVE_TIMEOUT_MS = 60_000  # the observed latency never stretches the timeout beyond this
+# The observed latency stretches the timeout to at most this many configured timeouts: a faulty
+# primary that slows everything down raises the latency it is judged by, so that must stay bounded.
+MAX_ADAPTIVE_FACTOR = 8
 MAX_ADMITTED_CACHE = 20_000  # authenticated request envelopes remembered (cleared when full)
 REFUSALS_PER_S, REFUSAL_BURST = 10, 10  # refusal replies per client: a refused flood is no amplifier
 
@@ -694,8 +696,9 @@ class Replica:
         """The configured timeout, stretched to LATENCY_FACTOR times the latency batches really
         see here (a slow network or a loaded machine is not a faulty primary: the adaptive
         timers of PBFT's implementation and BFT-SMaRt)."""
-        adaptive = min(LATENCY_FACTOR * self.latency_ewma_ms, MAX_ADAPTIVE_TIMEOUT_MS)
-        return max(self.config.view_change_timeout_ms, int(adaptive))
+        configured = self.config.view_change_timeout_ms
+        adaptive = min(LATENCY_FACTOR * self.latency_ewma_ms, MAX_ADAPTIVE_FACTOR * configured)
+        return max(configured, int(adaptive))
 
     def _timeout_ms(self) -> int:
         """The base timeout, doubled per view change that did not lead to an execution."""
