@@ -10,15 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dtm_ray.crypto import Envelope
-from dtm_ray.errors import RemoteProtocolError
+import pytest
+
+from dtm_ray.crypto import CRYPTO_OPS, Envelope, generate_keys
+from dtm_ray.errors import AuthError, RemoteProtocolError
 from dtm_ray.node import Ready
-from dtm_ray.pbft import kvapp
+from dtm_ray.pbft.certcache import VerifiedCertificates
+from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import Executed, ViewChanged
+from dtm_ray.pbft.messages import (Checkpoint, NewView, PrePrepare, Prepare, PreparedProof, ViewChange, batch_digest,
+                                   seal)
 from dtm_ray.pbft.replica import Replica
+from dtm_ray.pbft.viewchange import plan_new_view, preprepares_for, verify_new_view, verify_view_change
 from dtm_ray.sim.network import NetworkConfig
 from dtm_ray.sim.pbft_world import PbftWorld, build_world, small_config
-from dtm_ray.wire import decode
+from dtm_ray.wire import decode, encode
 
 SEED = 5005
 
@@ -151,3 +157,26 @@ def test_a_network_slower_than_the_timeout_settles_after_warm_up():
     # retransmission follows the adapted timeout too (a quarter of it): 254 messages per
     # request before, ~50 after
     assert result.messages_per_request < 120, result
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Bounded in-flight instances at the primary: batches grow with the load
+
+
+def loaded_run(seed: int, max_inflight_batches: int) -> RunFigures:
+    """64 closed-loop clients, room for all of them in one batch, and a primary that cuts a batch
+    as soon as anything waits (``batch_wait_ms=0``): batching then comes only from the bound."""
+    config = small_config(4, batch_size=64, batch_wait_ms=0, checkpoint_interval=8, watermark_window=32,
+                          max_inflight_batches=max_inflight_batches)
+    world = build_world(seed, 4, clients=64, config=config)
+    result = run_workload(world, seed, requests_per_client=6)
+    assert result.finished and result.requests == result.submitted, result
+    return result
+
+
+def test_bounded_inflight_batches_grow_with_the_load():
+    unbounded, bounded = loaded_run(SEED, 0), loaded_run(SEED, 2)
+    print(f"unbounded: {unbounded}\nbounded (2): {bounded}")
+    assert bounded.mean_batch >= 3 * unbounded.mean_batch, (unbounded, bounded)
+    assert bounded.messages_per_request <= 0.6 * unbounded.messages_per_request, (unbounded, bounded)
+    assert bounded.view_changes == unbounded.view_changes == 0

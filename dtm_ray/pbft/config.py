@@ -13,6 +13,10 @@ class PbftConfig:
     f: int
     batch_size: int = 100  # most requests + proposals in one PRE-PREPARE
     batch_wait_ms: int = 2  # how long the primary waits to fill a batch
+    # The primary pre-prepares no new batch while this many of its batches are pre-prepared but
+    # not committed here (BFT-SMaRt): requests accumulate meanwhile, so batches grow with the
+    # load and the per-request cost of agreement falls. 0: unbounded (only the watermarks bound).
+    max_inflight_batches: int = 2
     checkpoint_interval: int = 16  # K: a CHECKPOINT every K sequence numbers
     watermark_window: int = 64  # L: sequence numbers accepted are (low, low + L]
     view_change_timeout_ms: int = 500  # first view-change timer; doubles per failed view change
@@ -34,6 +38,8 @@ class PbftConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:
             raise ConfigError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        if self.max_inflight_batches < 0:
+            raise ConfigError(f"max_inflight_batches must be >= 0 (0: unbounded), got {self.max_inflight_batches}")
         if self.watermark_window < 2 * self.checkpoint_interval:
             raise ConfigError("watermark_window must be at least 2 * checkpoint_interval "
                               f"({2 * self.checkpoint_interval}), got {self.watermark_window}")

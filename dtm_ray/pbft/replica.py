@@ -333,11 +333,12 @@ class Replica:
     # Normal case: the primary proposes
 
     def _propose(self) -> None:
-        """Cut batches while there is room in the window; a batch is cut when full, when the
-        oldest waiting entry waited ``batch_wait_ms``, or at once if ``batch_wait_ms`` is 0."""
+        """Cut batches while there is room in the window and fewer than ``max_inflight_batches``
+        of ours are uncommitted; a batch is cut when full, when the oldest waiting entry waited
+        ``batch_wait_ms``, or at once if ``batch_wait_ms`` is 0."""
         if not self.is_primary or self.view_changing or self.state_target:
             return
-        while self.next_seq <= self.log.high:
+        while self.next_seq <= self.log.high and self._room_in_flight():
             props = [p for p in self.app.proposals() if p not in self.inflight_proposals]
             reqs = [(k, p) for k, p in self.pending.items() if k not in self.inflight]
             if not props and not reqs:
@@ -354,6 +355,21 @@ class Replica:
             self.inflight.update(k for k, _ in reqs)
             self.inflight_proposals.update(props)
             self.batch_started = self.now if full else None
+
+    def _room_in_flight(self) -> bool:
+        """Whether the primary may start another instance: fewer than ``max_inflight_batches``
+        pre-prepared in this view and not yet committed here (0: no bound)."""
+        bound = self.config.max_inflight_batches
+        if not bound:
+            return True
+        running = 0
+        for seq in range(self.executed + 1, self.next_seq):
+            slot = self.log.get(seq)
+            if slot is not None and slot.pp is not None and slot.pp.view == self.view and not slot.committed:
+                running += 1
+                if running >= bound:
+                    return False
+        return True
 
     def _send_preprepare(self, requests: tuple[bytes, ...], proposals: tuple[bytes, ...]) -> None:
         seq = self.next_seq
