@@ -180,3 +180,79 @@ def test_bounded_inflight_batches_grow_with_the_load():
     assert bounded.mean_batch >= 3 * unbounded.mean_batch, (unbounded, bounded)
     assert bounded.messages_per_request <= 0.6 * unbounded.messages_per_request, (unbounded, bounded)
     assert bounded.view_changes == unbounded.view_changes == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Each prepared certificate is verified once per replica
+
+
+REPLICAS = ("R0", "R1", "R2", "R3")
+VC_CONFIG = PbftConfig(REPLICAS, 1, checkpoint_interval=4, watermark_window=16)
+CERTIFIED = range(5, 13)  # eight prepared certificates above the stable checkpoint 4
+
+
+def certificate(keys, seq: int) -> PreparedProof:
+    requests = (f"request {seq}".encode(),)
+    pp = PrePrepare(0, seq, batch_digest(requests, ()), requests, ())
+    return PreparedProof(seal(keys["R0"], pp), tuple(seal(keys[b], Prepare(0, seq, pp.digest)) for b in ("R1", "R2")))
+
+
+def view_change_quoting(keys, sender: str, proofs) -> bytes:
+    stable = tuple(seal(keys[r], Checkpoint(4, b"s" * 32)) for r in ("R0", "R1", "R2"))
+    return seal(keys[sender], ViewChange(1, 4, stable, tuple(proofs)))
+
+
+def verifies(action) -> int:
+    before = CRYPTO_OPS["verify"]
+    action()
+    return CRYPTO_OPS["verify"] - before
+
+
+def test_each_certificate_is_verified_once_per_replica():
+    keys = generate_keys(list(REPLICAS), seed=SEED)
+    proofs = [certificate(keys, seq) for seq in CERTIFIED]
+    vcs = {r: view_change_quoting(keys, r, proofs) for r in ("R0", "R2", "R3")}
+    mine = keys["R1"]
+    whole = 1 + 3 + 3 * len(proofs)  # its signature, the checkpoint proof, 3 signatures per certificate
+    assert verifies(lambda: verify_view_change(mine, VC_CONFIG, vcs["R0"])) == whole  # no cache: the old cost
+    cache = VerifiedCertificates()
+    assert verifies(lambda: verify_view_change(mine, VC_CONFIG, vcs["R0"], cache)) == whole
+    # the same certificates quoted by other replicas: only each VIEW-CHANGE's own signature
+    assert verifies(lambda: verify_view_change(mine, VC_CONFIG, vcs["R2"], cache)) == 1
+    assert verifies(lambda: verify_view_change(mine, VC_CONFIG, vcs["R3"], cache)) == 1
+    # the NEW-VIEW quoting them: the VIEW-CHANGE signatures and its own pre-prepares, no certificate
+    checked = [verify_view_change(mine, VC_CONFIG, p, cache) for p in vcs.values()]
+    plan = plan_new_view(VC_CONFIG, 1, checked)
+    nv = NewView(1, tuple(vcs.values()), tuple(seal(keys["R1"], pp) for pp in preprepares_for(1, plan)))
+    assert verifies(lambda: verify_new_view(keys["R2"], VC_CONFIG, "R1", nv)) == 3 * whole + len(proofs)
+    assert verifies(lambda: verify_new_view(mine, VC_CONFIG, "R1", nv, cache)) == 3 + len(proofs)
+    assert len(cache) == len(proofs) + 1 and cache.hits > 0
+
+
+def test_a_forged_certificate_is_rejected_every_time():
+    keys = generate_keys(list(REPLICAS), seed=SEED)
+    good = certificate(keys, 5)
+    bad_prepare = decode(good.prepares[1], Envelope)
+    forged_prepare = encode(Envelope(bad_prepare.sender, bad_prepare.body, bytes(64)))
+    forged = PreparedProof(good.preprepare, (good.prepares[0], forged_prepare))
+    payload = view_change_quoting(keys, "R2", [forged])
+    cache = VerifiedCertificates()
+    for _ in range(3):
+        with pytest.raises(AuthError):
+            cost = CRYPTO_OPS["verify"]
+            try:
+                verify_view_change(keys["R1"], VC_CONFIG, payload, cache)
+            finally:
+                assert CRYPTO_OPS["verify"] - cost >= 3  # checked again, not answered from the cache
+    assert len(cache) == 1  # only the (valid) checkpoint proof was remembered
+    # the genuine certificate still verifies, and is remembered from then on
+    assert verify_view_change(keys["R1"], VC_CONFIG, view_change_quoting(keys, "R2", [good]), cache).prepared[5]
+    assert verifies(lambda: verify_view_change(keys["R1"], VC_CONFIG, view_change_quoting(keys, "R3", [good]), cache)) == 1
+
+
+def test_the_cache_is_bounded():
+    cache = VerifiedCertificates(max_entries=3)
+    for i in range(10):
+        cache.remember(cache.key(b"prepared", bytes([i])))
+    assert len(cache) == 3
+    assert cache.known(cache.key(b"prepared", bytes([9]))) and not cache.known(cache.key(b"prepared", bytes([0])))

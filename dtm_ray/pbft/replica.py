@@ -38,6 +38,7 @@ from dtm_ray.limits import TokenBucket
 from dtm_ray.node import Outbox, Ready, Storage
 from dtm_ray.pbft import checkpoint, persist, quorum, statetransfer
 from dtm_ray.pbft.app import App, ReplyItem, Verdict, take_events
+from dtm_ray.pbft.certcache import VerifiedCertificates
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import (CheckpointStable, Evidence, Executed, Rejected, StateTransferred,
                                  ViewChanged)
@@ -48,8 +49,8 @@ from dtm_ray.pbft.messages import (REPLICA_MESSAGES, Checkpoint, ClientRecord, C
                                    batch_digest,
                                    open_request, seal, state_digest)
 from dtm_ray.pbft.safety import SafetyRules
-from dtm_ray.pbft.viewchange import (CheckedViewChange, NewViewPlan, plan_new_view, preprepares_for,
-                                     verify_new_view, verify_view_change)
+from dtm_ray.pbft.viewchange import (CheckedViewChange, NewViewPlan, certificate_key, plan_new_view,
+                                     preprepares_for, verify_new_view, verify_view_change)
 from dtm_ray.wire import decode, encode
 
 MAX_PENDING = 10_000  # requests remembered while waiting to be ordered
@@ -102,6 +103,7 @@ class Replica:
         self.my_view_change: bytes | None = None
         self.view_changes: dict[str, CheckedViewChange] = {}  # latest valid one per replica
         self.new_view_payload: bytes | None = None  # the NEW-VIEW that started the current view
+        self.verified = VerifiedCertificates()  # certificates verified once, not per VIEW-CHANGE
 
         self.log = Log(config)
         self.checkpoints = checkpoint.CheckpointVotes(config)
@@ -786,6 +788,8 @@ class Replica:
         if payload is None:
             return
         self.view_changing, self.vc_target, self.my_view_change = True, new_view, payload
+        for proof in prepared:  # built from messages verified on receipt: not worth checking again
+            self.verified.remember(certificate_key(proof))
         self.vc_deadline = None
         self.vc_attempts += 1
         self._broadcast(payload)
@@ -807,7 +811,7 @@ class Replica:
 
     def _on_view_change(self, sender: str, payload: bytes) -> None:
         try:
-            checked = verify_view_change(self.keys, self.config, payload)
+            checked = verify_view_change(self.keys, self.config, payload, self.verified)
         except RemoteProtocolError as exc:  # signed by the sender, so its contents are its own
             self._evidence(sender, "forged-certificate", (payload,))
             self._reject(sender, f"invalid VIEW-CHANGE: {exc}")
@@ -862,7 +866,7 @@ class Replica:
         if nv.view <= self.view or nv.view < self.safety.floor:
             return
         try:
-            plan, preprepares = verify_new_view(self.keys, self.config, sender, nv)
+            plan, preprepares = verify_new_view(self.keys, self.config, sender, nv, self.verified)
         except RemoteProtocolError as exc:
             self._evidence(sender, "forged-new-view", (payload,))
             self._reject(sender, f"invalid NEW-VIEW: {exc}")

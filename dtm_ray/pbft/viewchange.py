@@ -18,12 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dtm_ray.crypto import Envelope, KeyRing
-from dtm_ray.errors import AuthError
+from dtm_ray.errors import AuthError, RemoteProtocolError
 from dtm_ray.pbft import checkpoint, quorum
+from dtm_ray.pbft.certcache import VerifiedCertificates
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.messages import (Checkpoint, NewView, PrePrepare, Prepare, PreparedProof, ViewChange,
                                    batch_digest, open_certified)
-from dtm_ray.wire import decode
+from dtm_ray.wire import decode, encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +48,27 @@ class NewViewPlan:
 # VIEW-CHANGE
 
 
-def verify_prepared(keys: KeyRing, config: PbftConfig, proof: PreparedProof) -> PrePrepare:
+def verify_prepared(keys: KeyRing, config: PbftConfig, proof: PreparedProof,
+                    cache: VerifiedCertificates | None = None) -> PrePrepare:
     """The pre-prepare of a prepared certificate, or ``RemoteProtocolError``: signed by the
     primary of its view, digest matching its batch, and 2f matching PREPAREs from distinct
-    backups."""
+    backups. With ``cache``, a certificate verified before costs a decode, no signature."""
+    if cache is None:
+        return _verify_prepared(keys, config, proof)
+    key = certificate_key(proof)
+    if cache.known(key):
+        return decode(decode(proof.preprepare, Envelope).body, PrePrepare)
+    pp = _verify_prepared(keys, config, proof)
+    cache.remember(key)
+    return pp
+
+
+def certificate_key(proof: PreparedProof) -> bytes:
+    """The cache key of a prepared certificate: the digest of its canonical bytes."""
+    return VerifiedCertificates.key(b"prepared", encode(proof))
+
+
+def _verify_prepared(keys: KeyRing, config: PbftConfig, proof: PreparedProof) -> PrePrepare:
     sender, pp = open_certified(keys, proof.preprepare, PrePrepare)
     if sender != config.primary(pp.view):
         raise AuthError(f"pre-prepare of view {pp.view} signed by {sender!r}, not its primary")
@@ -69,15 +87,39 @@ def verify_prepared(keys: KeyRing, config: PbftConfig, proof: PreparedProof) -> 
     return pp
 
 
-def verify_view_change(keys: KeyRing, config: PbftConfig, payload: bytes) -> CheckedViewChange:
+def verify_checkpoint_proof(keys: KeyRing, config: PbftConfig, seq: int, proof: tuple[bytes, ...],
+                            cache: VerifiedCertificates | None = None) -> None:
+    """``checkpoint.verify_proof`` of the digest the proof claims, remembered in ``cache``."""
+    digest = claimed_digest(proof)
+    key = cache.key(b"checkpoint", seq.to_bytes(8, "big"), digest, *proof) if cache is not None else b""
+    if cache is not None and cache.known(key):
+        return
+    checkpoint.verify_proof(keys, config, seq, digest, proof)
+    if cache is not None:
+        cache.remember(key)
+
+
+def claimed_digest(proof: tuple[bytes, ...]) -> bytes:
+    """The state digest a checkpoint proof claims, read without verifying anything (the proof is
+    verified against it next; a malformed proof claims nothing and fails there)."""
+    try:
+        return decode(decode(proof[0], Envelope).body, Checkpoint).state_digest if proof else b""
+    except RemoteProtocolError:
+        return b""
+
+
+def verify_view_change(keys: KeyRing, config: PbftConfig, payload: bytes,
+                       cache: VerifiedCertificates | None = None) -> CheckedViewChange:
+    """A VIEW-CHANGE checked whole, or ``RemoteProtocolError``. Its own signature is always
+    verified; with ``cache``, the certificates it quotes only the first time this replica sees
+    them (the same certificates come from every replica that prepared them)."""
     sender, vc = open_certified(keys, payload, ViewChange)
     if sender not in config.replicas:
         raise AuthError(f"view change signed by non-replica {sender!r}")
-    digest = checkpoint.proof_digest(keys, vc.checkpoint_proof)
-    checkpoint.verify_proof(keys, config, vc.stable_seq, digest or b"", vc.checkpoint_proof)
+    verify_checkpoint_proof(keys, config, vc.stable_seq, vc.checkpoint_proof, cache)
     prepared: dict[int, PrePrepare] = {}
     for proof in vc.prepared:
-        pp = verify_prepared(keys, config, proof)
+        pp = verify_prepared(keys, config, proof, cache)
         if pp.view >= vc.new_view:
             raise AuthError(f"certificate of view {pp.view} in a view change to {vc.new_view}")
         if not vc.stable_seq < pp.seq <= vc.stable_seq + config.watermark_window:
@@ -121,9 +163,9 @@ def preprepares_for(view: int, plan: NewViewPlan) -> list[PrePrepare]:
     return [PrePrepare(view, seq, batch_digest(reqs, props), reqs, props) for seq, reqs, props in plan.entries]
 
 
-def check_view_changes(keys: KeyRing, config: PbftConfig, view: int,
-                       payloads: tuple[bytes, ...]) -> list[CheckedViewChange]:
-    checked = [verify_view_change(keys, config, p) for p in payloads]
+def check_view_changes(keys: KeyRing, config: PbftConfig, view: int, payloads: tuple[bytes, ...],
+                       cache: VerifiedCertificates | None = None) -> list[CheckedViewChange]:
+    checked = [verify_view_change(keys, config, p, cache) for p in payloads]
     senders = {c.sender for c in checked}
     if len(senders) != len(checked):
         raise AuthError("two view changes from one replica")
@@ -134,7 +176,8 @@ def check_view_changes(keys: KeyRing, config: PbftConfig, view: int,
     return checked
 
 
-def verify_new_view(keys: KeyRing, config: PbftConfig, sender: str, nv: NewView
+def verify_new_view(keys: KeyRing, config: PbftConfig, sender: str, nv: NewView,
+                    cache: VerifiedCertificates | None = None
                     ) -> tuple[NewViewPlan, list[tuple[PrePrepare, bytes]]]:
     """Recompute the NEW-VIEW from its VIEW-CHANGEs; ``AuthError`` if anything differs.
 
@@ -142,7 +185,7 @@ def verify_new_view(keys: KeyRing, config: PbftConfig, sender: str, nv: NewView
     misbehaviour of ``sender``."""
     if sender != config.primary(nv.view):
         raise AuthError(f"NEW-VIEW of {nv.view} from {sender!r}, not its primary")
-    plan = plan_new_view(config, nv.view, check_view_changes(keys, config, nv.view, nv.view_changes))
+    plan = plan_new_view(config, nv.view, check_view_changes(keys, config, nv.view, nv.view_changes, cache))
     expected = preprepares_for(nv.view, plan)
     if len(nv.preprepares) != len(expected):
         raise AuthError(f"NEW-VIEW re-proposes {len(nv.preprepares)} slots, expected {len(expected)}")
