@@ -21,6 +21,7 @@ class PbftConfig:
     watermark_window: int = 64  # L: sequence numbers accepted are (low, low + L]
     view_change_timeout_ms: int = 500  # first view-change timer; doubles per failed view change
     client_retry_ms: int = 400  # a client resends to all replicas after this
+    status_interval_ms: int = 1000  # an idle replica tells its peers where it stands this often (0: never)
     max_request_bytes: int = 64 * 1024
     auth_scheme: str = "ed25519"  # client requests: "ed25519" signatures or "hmac" authenticators
 
@@ -38,6 +39,8 @@ class PbftConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:
             raise ConfigError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        if self.status_interval_ms < 0:
+            raise ConfigError(f"status_interval_ms must be >= 0 (0: no STATUS), got {self.status_interval_ms}")
         if self.max_inflight_batches < 0:
             raise ConfigError(f"max_inflight_batches must be >= 0 (0: unbounded), got {self.max_inflight_batches}")
         if self.watermark_window < 2 * self.checkpoint_interval:

@@ -221,3 +221,14 @@ class SlotRequest:
     """MAC'd: "I am stuck at ``seq`` (no PRE-PREPARE or no quorum): send me what you have"."""
 
     seq: int
+
+
+@message(27)
+class Status:
+    """MAC'd, sent by an idle replica now and then (PBFT's status messages, section 5.2): where it
+    stands, so that a replica that fell behind while the cluster went quiet learns it (from f+1
+    of them) and peers can send it what it lacks."""
+
+    view: int
+    executed: int  # the last executed seq
+    stable_seq: int  # the stable checkpoint

@@ -45,7 +45,7 @@ from dtm_ray.pbft.events import (CheckpointStable, Evidence, Executed, Rejected,
 from dtm_ray.pbft.log import Log, Slot
 from dtm_ray.pbft.messages import (REPLICA_MESSAGES, Checkpoint, ClientRecord, Commit, EvidenceRecord,
                                    NewView, Prepare, PrePrepare, PreparedProof, Reply, ReplicaState, Request,
-                                   SlotRequest, StableRecord, StateReply, StateRequest, ViewChange,
+                                   SlotRequest, StableRecord, StateReply, StateRequest, Status, ViewChange,
                                    batch_digest,
                                    open_request, seal, state_digest)
 from dtm_ray.pbft.safety import SafetyRules
@@ -133,6 +133,8 @@ class Replica:
         self.clock_start: int | None = None  # the first tick's time: anything stamped before is no sample
         self.last_served: dict[str, int] = {}  # replica -> when we last sent it our state
         self.last_hinted: dict[str, int] = {}  # replica -> when we last told it our stable checkpoint
+        self.last_status_ms: int | None = None  # when we last sent our STATUS
+        self.peer_status: dict[str, Status] = {}  # replica -> the latest STATUS it sent us
         self._resume: int | None = None  # after a restart: the view change to redo on first tick
 
         self.evidence_counts: Counter[str] = Counter()
@@ -159,7 +161,7 @@ class Replica:
                 self._on_request(env, payload)
             elif isinstance(body, REPLICA_MESSAGES):
                 self._on_replica_message(env, body, payload)
-            elif isinstance(body, (StateRequest, StateReply, SlotRequest)):
+            elif isinstance(body, (StateRequest, StateReply, SlotRequest, Status)):
                 self._on_state_message(env, body)
             elif not self.app.receive(env):
                 self._reject(sender, f"unexpected {type(body).__name__}")
@@ -181,6 +183,7 @@ class Replica:
         self.app.tick(self.now)
         self._track_due_proposals()
         self._check_timers()
+        self._send_status()
         if self.now - self.last_retransmit >= self.retransmit_ms:
             self.last_retransmit = self.now
             self._retransmit()
@@ -236,6 +239,8 @@ class Replica:
             self._on_state_request(env.sender, body)
         elif isinstance(body, SlotRequest):
             self._on_slot_request(env.sender, body)
+        elif isinstance(body, Status):
+            self._on_status(env.sender, body)
         else:
             self._on_state_reply(env.sender, body)
 
@@ -550,13 +555,19 @@ class Replica:
         replicas are in a higher view, we missed a view change: ask for it too, which makes its
         primary resend the NEW-VIEW."""
         self.ignored += 1
-        if view > self.view:
-            self.higher_views[sender] = max(view, self.higher_views.get(sender, 0))
-            ahead = sorted((v for v in self.higher_views.values() if v > self.view), reverse=True)
-            if len(ahead) >= quorum.weak(self.config.f):
-                self._start_view_change(ahead[quorum.weak(self.config.f) - 1])
+        self._note_view(sender, view)
         if seq <= self.log.low:
             self._hint_stable(sender)
+
+    def _note_view(self, sender: str, view: int) -> None:
+        """Remember the highest view ``sender`` claimed; once f+1 replicas (one correct) are in a
+        higher view than ours, we missed a view change: ask for the (f+1)-th highest."""
+        if view <= self.view:
+            return
+        self.higher_views[sender] = max(view, self.higher_views.get(sender, 0))
+        ahead = sorted((v for v in self.higher_views.values() if v > self.view), reverse=True)
+        if len(ahead) >= quorum.weak(self.config.f):
+            self._start_view_change(ahead[quorum.weak(self.config.f) - 1])
 
     def _hint_stable(self, peer: str) -> None:
         """Send ``peer`` our CHECKPOINT of the stable seq (once per retransmit interval)."""
@@ -995,6 +1006,56 @@ class Replica:
         if any(seq > nxt for seq in self.log.slots) or (slot is not None and (slot.prepares or slot.commits)):
             for r in self.peers:
                 self._out.send(r, seal_mac(self.keys, r, SlotRequest(nxt)), after_persist=False)
+
+    # =========================================================================================
+    # STATUS: what keeps a quiet cluster from leaving a lagging replica behind
+    #
+    # Retransmission only covers slots still in flight; once the clients stop, a replica that
+    # missed the end (partitioned, restarted) hears nothing that tells it it is behind. So a
+    # replica that executed nothing for ``status_interval_ms`` tells its peers where it stands,
+    # once per interval: a few MAC'd bytes per peer per second, and nothing while traffic flows
+    # (the normal messages carry the same news then). The lagging replica fetches the stable
+    # state f+1 of them (one correct) vouch for; a peer that sees it behind resends its votes
+    # of the slots above that, as for any straggler.
+
+    def _send_status(self) -> None:
+        interval = self.config.status_interval_ms
+        if not interval or (self.last_status_ms is not None and self.now - self.last_status_ms < interval):
+            return
+        if self.now - self.last_progress_ms < interval:
+            return  # traffic flows
+        self.last_status_ms = self.now
+        status = Status(self.view, self.executed, self.stable.seq)
+        for r in self.peers:
+            self._out.send(r, seal_mac(self.keys, r, status), after_persist=False)
+
+    def _on_status(self, sender: str, status: Status) -> None:
+        self.peer_status[sender] = status
+        self._note_view(sender, status.view)
+        self._catch_up_to_peers()
+        self._help_peer(sender, status)
+
+    def _catch_up_to_peers(self) -> None:
+        """f+1 peers claim a stable checkpoint above what we executed: one of them is correct, so
+        a certified state at least as high as the (f+1)-th highest claim exists. Fetch it."""
+        k = quorum.weak(self.config.f)
+        claims = sorted((s.stable_seq for s in self.peer_status.values()), reverse=True)
+        if len(claims) >= k and claims[k - 1] > self.executed:
+            self._want_state(claims[k - 1])
+
+    def _help_peer(self, peer: str, status: Status) -> None:
+        """``peer`` executed less than we did: our stable checkpoint if it is behind it, and our
+        messages of the slots it lacks above (each at most once per retransmit interval)."""
+        if status.executed >= self.executed:
+            return
+        if status.executed < self.log.low:
+            self._hint_stable(peer)
+        if status.view != self.view or self.view_changing:
+            return  # it must first join our view (it learns ours from our own STATUS)
+        for seq in range(max(status.executed, self.log.low) + 1, self.executed + 1):
+            slot = self.log.get(seq)
+            if slot is not None and slot.pp is not None and slot.pp.view == self.view:
+                self._help_lagging(peer, slot, with_preprepare=True)
 
     # =========================================================================================
     # Recovery from storage
