@@ -58,7 +58,7 @@ MAX_PENDING_PER_CLIENT = 16
 MAX_EVIDENCE_KEPT = 1_000
 MAX_COUNTED_SENDERS = 1_000
 CENSORSHIP_FACTOR = 4  # a request that waits this many view-change timeouts replaces the primary
-LATENCY_FACTOR = 4  # the view-change timeout is at least this many times the observed request latency
+LATENCY_FACTOR = 4  # the view-change timeout is at least this many times the observed batch latency
 LATENCY_EWMA_WEIGHT = 1 / 8  # weight of a new latency sample (as TCP's smoothed round-trip time)
 # The observed latency stretches the timeout to at most this many configured timeouts: a faulty
 # primary that slows everything down raises the latency it is judged by, so that must stay bounded.
@@ -763,9 +763,6 @@ class Replica:
             if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self._start_view_change(self.vc_target + 1)  # the NEW-VIEW did not come: next one
         elif self.waiting_since and not self.state_target and self._primary_is_failing():
-            # Only backups suspect the primary (PBFT's request timer). A correct primary that
-            # suspected itself would stop proposing while the others still wait for it; it
-            # joins a view change once f+1 replicas ask for one.
             self._start_view_change(self.view + 1)
 
     def _primary_is_failing(self) -> bool:
@@ -1136,7 +1133,7 @@ class Replica:
             "log_entries": len(self.log),
             "pending_requests": len(self.pending),
             "view_change_timeout_ms": self._timeout_ms(),
-            "request_latency_ms": round(self.latency_ewma_ms, 1),
+            "batch_latency_ms": round(self.latency_ewma_ms, 1),
             "state_transfer_target": self.state_target,
             "evidence": dict(self.evidence_counts),
             "rejected": dict(self.rejected_counts),
