@@ -2,7 +2,8 @@
 
 A client sends each request to ``f+1`` replicas, the primary it believes in among them (so a
 faulty primary alone cannot silently drop it: the backups forward it and start their timers),
-resends it to every replica each ``client_retry_ms`` until it is answered, and accepts a result
+resends it to every replica after ``client_retry_ms``, then after twice as long each time
+(``dtm_ray.retry``: a fixed period floods a slow cluster) until it is answered, and accepts a result
 once ``f+1`` distinct replicas sent matching MAC'd replies (one of them is correct). It learns
 the current view from the replies.
 
@@ -23,6 +24,7 @@ from dtm_ray.pbft import quorum
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import ClientResult, Rejected
 from dtm_ray.pbft.messages import Reply, Request, seal_request
+from dtm_ray.retry import Backoff
 from dtm_ray.wire import decode
 
 
@@ -37,7 +39,7 @@ class ClientCore:
         self._next_id = first_request_id
         self._queue: deque[tuple[int, bytes]] = deque()
         self._current: tuple[int, bytes] | None = None  # (request_id, sealed request)
-        self._sent_at = 0
+        self._retry = Backoff(config.client_retry_ms)
         self._replies: dict[str, tuple[bytes, int]] = {}  # replica -> (result, view) for _current
         self.rejected = 0
 
@@ -75,8 +77,8 @@ class ClientCore:
 
     def tick(self, now_ms: int) -> None:
         self.now = max(self.now, now_ms)
-        if self._current is not None and self.now - self._sent_at >= self.config.client_retry_ms:
-            self._sent_at = self.now
+        if self._current is not None and self._retry.due(self._current[0], self.now):
+            self._retry.sent(self._current[0], self.now)
             for r in self.config.replicas:  # the primary may be faulty: everybody gets it now
                 self._out.send(r, self._current[1], after_persist=False)
 
@@ -90,7 +92,9 @@ class ClientCore:
         request_id, operation = self._queue.popleft()
         sealed = seal_request(self.keys, self.config.replicas, self.config.auth_scheme,
                               Request(self.id, request_id, operation))
-        self._current, self._replies, self._sent_at = (request_id, sealed), {}, self.now
+        self._current, self._replies = (request_id, sealed), {}
+        self._retry = Backoff(self.config.client_retry_ms)
+        self._retry.sent(request_id, self.now)
         for r in self._first_targets():
             self._out.send(r, sealed, after_persist=False)
 

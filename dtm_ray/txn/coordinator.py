@@ -29,6 +29,7 @@ from dtm_ray.crypto import Envelope, KeyRing, digest, seal_mac
 from dtm_ray.errors import DecodeError, RemoteProtocolError
 from dtm_ray.pbft.app import Outgoing, ReplyItem, Verdict
 from dtm_ray.pbft.events import Evidence, Rejected
+from dtm_ray.retry import Backoff
 from dtm_ray.txn.config import TxnConfig
 from dtm_ray.txn.events import Decided, Final, Ordered, PreparesSent
 from dtm_ray.txn.messages import (AckBatch, CoordinatorState, Decide, DecidedTxn, DecisionBatch, DecisionItem,
@@ -60,9 +61,9 @@ class CoordinatorApp:
         self._verified: OrderedDict[bytes, VoteBatch | None] = OrderedDict()
         self._prepare_out: dict[str, dict[str, PrepareItem]] = {}
         self._decision_out: dict[str, dict[str, DecisionItem]] = {}
-        self._prepare_sent: dict[str, int] = {}
+        self._prepare_sent: Backoff[str] = Backoff(config.resend_ms)  # PREPAREs not yet voted on
         self._unacked: dict[str, set[str]] = {}
-        self._decision_sent: dict[str, int] = {}
+        self._decision_sent: Backoff[str] = Backoff(config.resend_ms)  # decisions not yet acknowledged
         self._counts: Counter[str] = Counter()
         self._proposals_cache: list[bytes] | None = None
         self._proposals_expire: float = 0
@@ -166,7 +167,7 @@ class CoordinatorApp:
         # soft state follows: timers restart, votes for finished transactions are forgotten
         self._started = {t: self._started.get(t, self._now) for t in self._pending}
         self._votes = {t: v for t, v in self._votes.items() if t in self._pending}
-        self._prepare_sent = {t: s for t, s in self._prepare_sent.items() if t in self._pending}
+        self._prepare_sent.keep_only(self._pending)
 
     # -- helpers of the deterministic part ---------------------------------------------------
     def _decide(self, seq: int, txn: PendingTxn, commit: bool, reads: list, reason: str | None) -> ReplyItem:
@@ -175,8 +176,9 @@ class CoordinatorApp:
         self._decided[txn.txn_id] = DecidedTxn(txn.txn_id, commit, txn.slots)
         while len(self._decided) > self.config.decided_retention:
             self._decided.popitem(last=False)
-        for soft in (self._started, self._votes, self._prepare_sent):
+        for soft in (self._started, self._votes):
             soft.pop(txn.txn_id, None)
+        self._prepare_sent.forget(txn.txn_id)
         self._counts["committed" if commit else "aborted"] += 1
         self._unacked[txn.txn_id] = {s.participant for s in txn.slots}
         self._send_decisions(txn.txn_id)
@@ -276,16 +278,15 @@ class CoordinatorApp:
 
     def tick(self, now_ms: int) -> None:
         self._now = now_ms
-        period = self.config.resend_ms
         for txn_id, txn in self._pending.items():
             if txn_id not in self._started:
                 self._started[txn_id] = now_ms
                 self._changed()
-            if now_ms - self._prepare_sent.get(txn_id, -period) >= period:
+            if self._prepare_sent.due(txn_id, now_ms):
                 voted = self._votes.get(txn_id, {})
                 self._send_prepares(txn, [s for s in txn.slots if s.participant not in voted])
         for txn_id, waiting in list(self._unacked.items()):
-            if now_ms - self._decision_sent.get(txn_id, -period) >= period:
+            if self._decision_sent.due(txn_id, now_ms):
                 self._send_decisions(txn_id, waiting)
 
     def proposals(self) -> list[bytes]:
@@ -454,7 +455,7 @@ class CoordinatorApp:
             waiting.discard(participant)
             if not waiting:
                 del self._unacked[item.txn_id]
-                self._decision_sent.pop(item.txn_id, None)
+                self._decision_sent.forget(item.txn_id)
                 self._counts["final"] += 1
                 self._events.append(Final(item.txn_id))
 
@@ -469,7 +470,7 @@ class CoordinatorApp:
                         item.txn_id, slot.pseq, decided.commit)
 
     def _send_prepares(self, txn: PendingTxn, slots=None) -> None:
-        self._prepare_sent[txn.txn_id] = self._now
+        self._prepare_sent.sent(txn.txn_id, self._now)
         for slot in txn.slots if slots is None else slots:
             ops = tuple(op for op in txn.ops if op.participant == slot.participant)
             self._prepare_out.setdefault(slot.participant, {})[txn.txn_id] = PrepareItem(txn.txn_id, slot.pseq, ops)
@@ -478,8 +479,9 @@ class CoordinatorApp:
         decided = self._decided.get(txn_id)
         if decided is None:
             self._unacked.pop(txn_id, None)
+            self._decision_sent.forget(txn_id)
             return
-        self._decision_sent[txn_id] = self._now
+        self._decision_sent.sent(txn_id, self._now)
         for slot in decided.slots:
             if participants is None or slot.participant in participants:
                 self._decision_out.setdefault(slot.participant, {})[txn_id] = DecisionItem(
