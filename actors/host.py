@@ -35,6 +35,7 @@ import ray
 from dtm_ray.limits import TokenBucket
 from dtm_ray.node import Node, drive
 from actors import names
+from actors.metrics import MetricsExporter
 
 # Tuning knobs (environment, read once per process; the benchmark sweeps them).
 MAX_INFLIGHT = int(os.environ.get("DTM_HOST_MAX_INFLIGHT", "2"))
@@ -60,7 +61,7 @@ class Host:
     """Owns the core, its storage and the outgoing buffers of one party."""
 
     def __init__(self, party: str, namespace: str, core: Node, storage: Any, tick_ms: int,
-                 on_outputs: Callable[[list[Any]], None] | None = None) -> None:
+                 on_outputs: Callable[[list[Any]], None] | None = None, role: str = "party") -> None:
         self.party = party
         self.namespace = namespace
         self.core = core
@@ -79,6 +80,7 @@ class Host:
         self._last_activity_ms = 0
         self.counters: collections.Counter = collections.Counter()
         self._inbound = TokenBucket(INBOUND_RATE_PER_S, INBOUND_BURST)
+        self.metrics = MetricsExporter(party, role)
         self._loop_task = asyncio.get_event_loop().create_task(self._run())
 
     # -- input ----------------------------------------------------------------------------------
@@ -167,6 +169,7 @@ class Host:
                 started = time.perf_counter()
                 self.turn()
                 self._time("turn", time.perf_counter() - started)
+                self.metrics.maybe_export(self._counters_with_crypto(), self.now_ms())
             except Exception as exc:  # a bug in a core must be visible, not kill the loop silently
                 self.counters["loop_errors"] += 1
                 self.last_error = repr(exc)
@@ -311,11 +314,15 @@ class Host:
         for p in self.blocked:
             self._buffers.pop(p, None)
 
-    def stats(self) -> dict:
+    def _counters_with_crypto(self) -> dict:
         from dtm_ray.crypto import CRYPTO_OPS
 
         out = dict(self.counters)
         out.update({"crypto_" + k: v for k, v in CRYPTO_OPS.items()})
+        return out
+
+    def stats(self) -> dict:
+        out = self._counters_with_crypto()
         out["cpu_s"] = round(time.process_time(), 3)
         out["byzantine"] = self.transformer is not None
         out["blocked"] = sorted(self.blocked)

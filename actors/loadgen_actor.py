@@ -54,7 +54,8 @@ class LoadGenActor:
         pbft = cfg.pbft_config()
         clients = {name: TxnClient(name, pbft, KeyRing.from_dict(ring)) for name, ring in spec["keys"].items()}
         self.core = MuxCore(self.party, clients)
-        self.host = Host(self.party, spec["namespace"], self.core, MemoryStorage(), cfg.tick_ms, self.on_outputs)
+        self.host = Host(self.party, spec["namespace"], self.core, MemoryStorage(), cfg.tick_ms, self.on_outputs,
+                         role="load-generator")
         self._waiting: dict[str, asyncio.Future] = {}
 
     # -- transport ------------------------------------------------------------------------------

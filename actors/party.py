@@ -33,7 +33,7 @@ class PartyActor:
         self.storage = open_storage(spec)
         self.core = build_core(spec, self.storage)
         self.host = Host(self.party, spec["namespace"], self.core, self.storage,
-                         spec["config"]["tick_ms"], self.on_outputs)
+                         spec["config"]["tick_ms"], self.on_outputs, role=self.role)
         self.byzantine: str | None = None
         self.log.info("started ({}) from {}", self.role, spec["path"])
 

@@ -51,6 +51,8 @@ class ClusterConfig:
     client_retry_ms: int = 400
     max_request_bytes: int = 64 * 1024
     auth_scheme: str = "ed25519"
+    max_inflight_batches: int = 2  # the primary's uncommitted batches at once (0: unbounded); fewer = bigger batches
+    status_interval_ms: int = 1000  # an idle replica tells its peers where it is (0: never)
     # -- transactions -----------------------------------------------------------------------------
     vote_timeout_ms: int = 2000  # a participant that has not voted by then: the txn aborts
     resend_ms: int = 200  # how often decisions/prepares are resent until acknowledged
@@ -97,7 +99,8 @@ class ClusterConfig:
             batch_wait_ms=self.batch_wait_ms, checkpoint_interval=self.checkpoint_interval,
             watermark_window=self.watermark_window, view_change_timeout_ms=self.view_change_timeout_ms,
             client_retry_ms=self.client_retry_ms, max_request_bytes=self.max_request_bytes,
-            auth_scheme=self.auth_scheme)
+            auth_scheme=self.auth_scheme, max_inflight_batches=self.max_inflight_batches,
+            status_interval_ms=self.status_interval_ms)
 
     def txn_config(self):
         from dtm_ray.txn.config import TxnConfig
@@ -183,7 +186,8 @@ def _validate(c: ClusterConfig) -> None:
                  "client_retry_ms", "max_request_bytes", "vote_timeout_ms", "resend_ms", "max_ops",
                  "tick_ms"):
         _check_int(c, name, minimum=1)
-    _check_int(c, "batch_wait_ms", minimum=0)
+    for name in ("batch_wait_ms", "max_inflight_batches", "status_interval_ms"):
+        _check_int(c, name, minimum=0)
     if c.watermark_window < 2 * c.checkpoint_interval:
         raise ConfigError(f"watermark_window must be >= 2 * checkpoint_interval = {2 * c.checkpoint_interval}, "
                           f"got {c.watermark_window}")
