@@ -106,28 +106,33 @@ def summary(samples: list[dict], replicas: list[str], participants: list[str], r
     ref, end = reference_sample(samples, ref_s), samples[-1]
     txns = end["committed"] - ref["committed"]
 
-    def growth(party: str) -> float | None:
-        grown = (end["rocksdb_mb"][party] - ref["rocksdb_mb"][party]) * MB
-        return round(grown / txns, 1) if txns > 0 else None
+    def growth(party: str, key: str, unit: int) -> float | None:
+        if txns <= 0 or end[key][party] is None or ref[key][party] is None:
+            return None
+        return round((end[key][party] - ref[key][party]) * MB / unit / txns, 1)
 
     def per_party(party: str) -> dict:
         return {"rss_mb": {"at_ref": ref["rss_mb"][party], "end": end["rss_mb"][party],
-                           "ratio": _ratio(end["rss_mb"][party], ref["rss_mb"][party])},
+                           "ratio": _ratio(end["rss_mb"][party], ref["rss_mb"][party]),
+                           "growth_kb_per_txn": growth(party, "rss_mb", 1024)},
                 "rocksdb_mb": {"at_ref": ref["rocksdb_mb"][party], "end": end["rocksdb_mb"][party],
                                "max": max(s["rocksdb_mb"][party] for s in samples),
                                "wal_end": end["rocksdb_wal_mb"][party], "sst_end": end["rocksdb_sst_mb"][party],
-                               "growth_bytes_per_txn": growth(party)}}
+                               "growth_bytes_per_txn": growth(party, "rocksdb_mb", 1)}}
 
     per_replica = {r: per_party(r) for r in replicas}
     ratios = [p["rss_mb"]["ratio"] for p in per_replica.values() if p["rss_mb"]["ratio"] is not None]
     growths = [p["rocksdb_mb"]["growth_bytes_per_txn"] for p in per_replica.values()
                if p["rocksdb_mb"]["growth_bytes_per_txn"] is not None]
+    rss_growths = [p["rss_mb"]["growth_kb_per_txn"] for p in per_replica.values()
+                   if p["rss_mb"]["growth_kb_per_txn"] is not None]
     max_ratio = max(ratios) if ratios else None
     return {
         "ref_t_s": ref["t_s"], "end_t_s": end["t_s"], "committed_after_ref": txns,
         "replicas": per_replica,
         "participants": {p: per_party(p) for p in participants},
         "rss_ratio_max": max_ratio,
+        "rss_growth_kb_per_txn_max": max(rss_growths) if rss_growths else None,
         "rocksdb_growth_bytes_per_txn_max": max(growths) if growths else None,
         "committed": end["committed"],
         "committed_per_s": round(end["committed"] / elapsed_s, 2) if elapsed_s else None,

@@ -29,8 +29,10 @@ def test_summary_compares_the_reference_sample_with_the_last():
                made_up(600.0, 2300, {"R2": 140.0}, 4.0)]
     s = soak.summary(samples, REPLICAS, PARTICIPANTS, ref_s=60.0, elapsed_s=600.0)
     assert (s["ref_t_s"], s["end_t_s"], s["committed_after_ref"]) == (61.0, 600.0, 2000)
-    assert s["replicas"]["R2"]["rss_mb"] == {"at_ref": 100.0, "end": 140.0, "ratio": 1.4}
+    assert s["replicas"]["R2"]["rss_mb"] == {"at_ref": 100.0, "end": 140.0, "ratio": 1.4,
+                                             "growth_kb_per_txn": round(40 * 1024 / 2000, 1)}
     assert s["rss_ratio_max"] == 1.4 and s["target_memory_ratio_1_3"] is False
+    assert s["rss_growth_kb_per_txn_max"] == round(40 * 1024 / 2000, 1)
     assert s["rocksdb_growth_bytes_per_txn_max"] == round(2 * soak.MB / 2000, 1)
     assert s["replicas"]["R0"]["rocksdb_mb"]["max"] == 4.0
     assert s["committed"] == 2300 and s["committed_per_s"] == round(2300 / 600, 2)
@@ -57,7 +59,7 @@ def test_directory_bytes_counts_every_file_and_tells_wal_from_tables(tmp_path):
 @pytest.mark.ray
 @pytest.mark.timeout(150)
 def test_quick_soak_samples_memory_and_disk_and_checks_the_history(ray_session):
-    result = soak.run_soak(minutes=0.25, sample_s=3.0, rate=8.0)
+    result = soak.run_soak(minutes=0.2, sample_s=3.0, rate=8.0)  # 12 s of load: 5 samples
     assert json.loads(json.dumps(result)) == result  # one JSON object
     assert result["checked"] is True
     assert result["config"]["n"] == 4 and result["config"]["f"] == 1
