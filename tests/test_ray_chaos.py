@@ -68,16 +68,21 @@ def test_crash_and_restart_a_backup(bank):
     load = Load(bank, 6, seed=1)
     cluster.chaos.crash(2)
     finish(bank, load, 1)
-    cluster, accounts, _ = bank
+    wait_until(lambda: executed(cluster, 2) == executed(cluster, 0), timeout_s=60, what="R2 caught up")
 
-    def caught_up():
-        # A restarted replica learns that it is behind from new traffic (a gap it then fills, or
-        # a stable checkpoint above its own); an idle cluster does not tell it. So keep the log
-        # moving with one transfer per poll while waiting.
-        cluster.client("carol").submit([Op.add(*accounts[0], -1, min=0), Op.add(*accounts[1], 1)])
-        return executed(cluster, 2) >= executed(cluster, 0) - 1
 
-    wait_until(caught_up, timeout_s=60, what="R2 caught up")
+def test_a_backup_that_missed_traffic_catches_up_while_the_cluster_is_idle(bank):
+    """No traffic after its restart: it learns that it is behind from its peers' STATUS messages
+    (sent while idle) and fetches what it missed."""
+    cluster = bank[0]
+    before = executed(cluster, 3)
+    cluster.chaos.kill(3)
+    finish(bank, Load(bank, 6, seed=5), 5)  # commits without R3
+    target = executed(cluster, 0)
+    assert target > before
+    cluster.chaos.restart(3)
+    wait_until(lambda: executed(cluster, 3) == executed(cluster, 0) >= target, timeout_s=60,
+               what="R3 caught up with an idle cluster")
 
 
 def test_crash_the_primary_forces_a_view_change(bank):
