@@ -242,11 +242,11 @@ def _progress(sample: dict, duration_s: float, replicas) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, help="the run's length (default 10; 0.25 with --quick)")
     load = parser.add_mutually_exclusive_group()
     load.add_argument("--rate", type=float, default=8.0, help="open loop: offered txn/s (the default)")
     load.add_argument("--concurrency", type=int, help="closed loop: this many clients instead of --rate")
-    parser.add_argument("--sample-s", type=float, default=30.0)
+    parser.add_argument("--sample-s", type=float, help="seconds between samples (default 30; 3 with --quick)")
     parser.add_argument("--ref-s", type=float, help="the reference sample's time (default 60, or a quarter "
                         "of a run shorter than 2 minutes)")
     parser.add_argument("--quick", action="store_true", help="~15 s with a sample every 3 s (the test)")
@@ -257,8 +257,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-dir", help="keep the parties' directories here (default: a temp dir, removed)")
     parser.add_argument("--config", default=json.dumps(LOADED_MACHINE), help="ClusterConfig overrides as JSON")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.minutes, args.sample_s = 0.25, 3.0
+    quick = {"minutes": 0.25, "sample_s": 3.0} if args.quick else {"minutes": 10.0, "sample_s": 30.0}
+    for name, default in quick.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     owns_ray = _start_ray()
     try:
         result = run_soak(minutes=args.minutes, rate=args.rate, concurrency=args.concurrency,

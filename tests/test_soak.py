@@ -58,9 +58,10 @@ def test_directory_bytes_counts_every_file_and_tells_wal_from_tables(tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.timeout(150)
-def test_quick_soak_samples_memory_and_disk_and_checks_the_history(ray_session):
-    result = soak.run_soak(minutes=0.2, sample_s=3.0, rate=8.0)  # 12 s of load: 5 samples
-    assert json.loads(json.dumps(result)) == result  # one JSON object
+def test_quick_soak_samples_memory_and_disk_and_checks_the_history(ray_session, capsys):
+    result = soak.main(["--quick", "--minutes", "0.2"])  # 12 s of load, a sample every 3 s
+    assert json.loads(capsys.readouterr().out) == result  # one JSON object on stdout
+    assert (result["config"]["minutes"], result["config"]["sample_s"]) == (0.2, 3.0)
     assert result["checked"] is True
     assert result["config"]["n"] == 4 and result["config"]["f"] == 1
     samples = result["samples"]
