@@ -20,6 +20,9 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 from dtm_ray.node import Write
 
+WRITE_BUFFER_BYTES = 4 << 20
+MAX_WAL_BYTES = 8 << 20
+
 
 class RocksStorage:
     def __init__(self, path: str | os.PathLike) -> None:
@@ -27,6 +30,13 @@ class RocksStorage:
         os.makedirs(self.path, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        # Bounded memory and disk: a replica rewrites a few keys over and over (its stable
+        # checkpoint's state, its safety record), and RocksDB keeps every version in the memtable
+        # and the WAL until a flush, which by default waits for 64 MB. Small memtables and a WAL
+        # cap flush (and let compaction drop the old versions) after a few MB instead.
+        options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+        options.set_max_write_buffer_number(2)
+        options.set_max_total_wal_size(MAX_WAL_BYTES)
         self._db = Rdict(self.path, options)
         self._synced = WriteOptions()
         self._synced.sync = True
