@@ -178,18 +178,19 @@ def quiescent(cluster, participants):
                for p in participants)
 
 
-def bank_final(cluster, accounts):
+def bank_final(cluster, accounts, settle_s: float = 30.0):
     participants = sorted({p for p, _ in accounts})
-    wait_until(lambda: quiescent(cluster, participants), 30, "participants quiescent")
+    wait_until(lambda: quiescent(cluster, participants), settle_s, "participants quiescent")
     states = {p: cluster.participant_state(p) for p in {p for p, _ in accounts}}
     return {(p, k): states[p].get(k) for p, k in accounts}
 
 
-def check_bank_run(cluster, accounts, total, records):
-    """The bank invariant on the final balances and every full read, then atomicity."""
+def check_bank_run(cluster, accounts, total, records, settle_s: float = 30.0):
+    """The bank invariant on the final balances and every full read, then atomicity. ``settle_s``:
+    how long the transactions still in flight (a load generator's backlog) may take to finish."""
     reads = [(r["txn_id"], dict(zip(accounts, r["reads"]))) for r in records
              if r["kind"] == "read" and r["status"] == "ok"]
-    anomalies = check_bank(total, bank_final(cluster, accounts), reads)
+    anomalies = check_bank(total, bank_final(cluster, accounts, settle_s), reads)
     assert not anomalies, [str(a) for a in anomalies]
     check_atomicity_run(cluster, records)
 

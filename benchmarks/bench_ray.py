@@ -26,6 +26,7 @@ import time
 # and vote-timeout aborts, which collapse throughput (measured: see the performance note). Every
 # point records the config it ran with.
 LOADED_MACHINE = {"vote_timeout_ms": 10_000, "view_change_timeout_ms": 2_000}
+SETTLE_MAX_S = 900.0
 FAULTS = ("none", "crash-backup", "crash-primary", "byzantine")
 COST_KEYS = ("calls_out", "messages_out", "bytes_out", "fsyncs", "crypto_sign", "crypto_verify",
              "crypto_mac", "crypto_mac_checked", "cpu_s")
@@ -137,9 +138,12 @@ def run_point(*, f: int, concurrency: int, rate: float | None, workload: str, du
         elapsed = time.monotonic() - t0
         after = party_totals(all_statuses(cluster, gens))
         records = [r for run in runs for r in run["records"]]
-        check_bank_run(cluster, accounts, total, records)  # raises on a wrong result
+        backlog = sum(r["backlog"] for r in runs)
+        # the backlog drains at (at least) a few txn/s on this machine: give it the time it needs
+        settle_s = min(SETTLE_MAX_S, 30.0 + backlog / 5)
+        check_bank_run(cluster, accounts, total, records, settle_s)  # raises on a wrong result
         point.update(summarise(records, elapsed, t0_ns, before, after))
-        point.update({"backlog": sum(r["backlog"] for r in runs), "clients_lost": sum(r["clients_lost"] for r in runs),
+        point.update({"backlog": backlog, "clients_lost": sum(r["clients_lost"] for r in runs),
                       "fault_at_s": fault_at if fault == "crash-primary" else (0.0 if fault != "none" else None),
                       "load_average": {"before": load_before, "after": load_average()}, "checked": True})
     if fault_at is not None:
@@ -195,11 +199,14 @@ def sweep(args) -> list[dict]:
     points += [dict(base, f=0, concurrency=top, fault="none")]
     points += [dict(base, f=f, concurrency=top, fault="none") for f in args.more_f]
     points += [dict(base, f=1, concurrency=top, fault=x) for x in args.faults if x != "none"]
+    # open loop (a target rate, e.g. half of the peak: latency below saturation), in-flight capped at ``top``
+    points += [dict(base, f=1, concurrency=top, fault="none", rate=r) for r in args.rate]
     return points
 
 
 def derived(points: list[dict]) -> dict:
     def best(**match):
+        match.setdefault("rate", None)  # closed-loop points
         cands = [p for p in points if all(p.get(k) == v for k, v in match.items())]
         return max(cands, key=lambda p: p["concurrency"]) if cands else None
 
@@ -232,7 +239,7 @@ def plot(points: list[dict], out_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = []
-    clean = [p for p in points if p["fault"] == "none"]
+    clean = [p for p in points if p["fault"] == "none" and p.get("rate") is None]
     fig, ax = plt.subplots()
     for f in sorted({p["f"] for p in clean}):
         ps = sorted((p for p in clean if p["f"] == f), key=lambda p: p["concurrency"])
@@ -250,7 +257,7 @@ def plot(points: list[dict], out_dir: str) -> list[str]:
     files.append(_save(fig, out_dir, "throughput_n.png"))
     fig, ax = plt.subplots()
     for p in points:
-        if p["f"] == 1 and p["concurrency"] == max(q["concurrency"] for q in points):
+        if p["f"] == 1 and p.get("rate") is None and p["concurrency"] == max(q["concurrency"] for q in points):
             xs, ys = zip(*p["timeline"]) if p["timeline"] else ((), ())
             line, = ax.plot(xs, ys, label=p["fault"])
             if p.get("fault_at_s"):
@@ -285,6 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="bench_out")
     parser.add_argument("--config", default=json.dumps(LOADED_MACHINE), help='ClusterConfig overrides as JSON, e.g. \'{"view_change_timeout_ms": 2000}\'')
+    parser.add_argument("--rate", type=float, nargs="*", default=[],
+                        help="open-loop points at these offered txn/s (n=4, in flight capped at the top concurrency)")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     if args.quick and args.duration == 10.0:
