@@ -21,11 +21,12 @@ import os
 import sys
 import time
 
-# Timeouts for a machine shared with other work: at the defaults (500 ms view change, 2 s vote) a
-# queue of a few seconds triggers spurious view changes (the censorship rule fires at 4 x 500 ms)
-# and vote-timeout aborts, which collapse throughput (measured: see the performance note). Every
-# point records the config it ran with.
-LOADED_MACHINE = {"vote_timeout_ms": 10_000, "view_change_timeout_ms": 2_000}
+# The vote timeout for a machine shared with other work: at the default 2 s, transactions queued
+# behind locks on hot accounts abort by timeout. (Session 1 also needed a 2 s view-change timer:
+# the censorship rule fired on plain queues. Since the censorship clock restarts on full batches
+# and the timers adapt to the measured consensus latency, the default 500 ms holds under load.)
+# Every point records the config it ran with.
+LOADED_MACHINE = {"vote_timeout_ms": 10_000}
 SETTLE_MAX_S = 900.0
 FAULTS = ("none", "crash-backup", "crash-primary", "byzantine")
 COST_KEYS = ("calls_out", "messages_out", "bytes_out", "fsyncs", "crypto_sign", "crypto_verify",

@@ -129,7 +129,7 @@ class Replica:
         self.last_progress_ms = 0  # when we last executed a batch
         self.last_full_batch_ms = 0  # when we last executed a full batch: the primary had no room
         self.view_started_ms = 0  # when we entered the current view: waiting starts over for its primary
-        self.latency_ewma_ms = 0.0  # smoothed batch latency: its content first seen here -> executed here
+        self.latency_ewma_ms = 0.0  # smoothed batch latency: accepted here -> executed here
         self.clock_start: int | None = None  # the first tick's time: anything stamped before is no sample
         self.last_served: dict[str, int] = {}  # replica -> when we last sent it our state
         self.last_hinted: dict[str, int] = {}  # replica -> when we last told it our stable checkpoint
@@ -634,18 +634,20 @@ class Replica:
             self.waiting_since.pop(("prop", proposal), None)
             replies += self.app.execute_proposal(seq, proposal)
         fresh = []
-        since = slot.accepted_ms  # when this replica first knew of any of the batch
+        # The latency the timers adapt to is the protocol's (this replica accepted the batch ->
+        # executed it), not the queue's (a request's first sighting -> executed): the stall rule
+        # needs a timeout above the gap between executions, and queueing time under load would
+        # stretch it to many seconds and delay the replacement of a crashed primary as much.
+        since = slot.accepted_ms
         for raw in pp.requests:
             req = self._admitted.pop(raw, None) or decode(decode(raw, Envelope).body, Request)
             key = (req.client, req.request_id)
             self._forget_pending(key)
             self.inflight.discard(key)
-            first_seen = self.waiting_since.pop(("req",) + key, None)
+            self.waiting_since.pop(("req",) + key, None)
             entry = self.clients.get(req.client)
             if entry is not None and req.request_id <= entry.request_id:
                 continue  # a replay, or ordered twice: exactly once
-            if first_seen is not None:
-                since = min(since, first_seen)
             self.clients[req.client] = ClientEntry(req.request_id, None)
             fresh.append(key)
             replies += self.app.execute(seq, req.client, req.request_id, req.operation)
