@@ -140,8 +140,10 @@ def run_point(*, f: int, concurrency: int, rate: float | None, workload: str, du
         after = party_totals(all_statuses(cluster, gens))
         records = [r for run in runs for r in run["records"]]
         backlog = sum(r["backlog"] for r in runs)
-        # the backlog drains at (at least) a few txn/s on this machine: give it the time it needs
-        settle_s = min(SETTLE_MAX_S, 30.0 + backlog / 5)
+        # what is still in flight (queued arrivals, outcomes unknown at the cut-off) drains at (at
+        # least) a few txn/s on this machine: give it the time it needs
+        in_flight = backlog + sum(r["status"] == "info" for r in records)
+        settle_s = min(SETTLE_MAX_S, 30.0 + in_flight / 5)
         check_bank_run(cluster, accounts, total, records, settle_s)  # raises on a wrong result
         point.update(summarise(records, elapsed, t0_ns, before, after))
         point.update({"backlog": backlog, "clients_lost": sum(r["clients_lost"] for r in runs),
