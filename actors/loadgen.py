@@ -23,12 +23,35 @@ from dtm_ray.txn.ops import Op
 Account = tuple[str, str]
 
 
-def bank_step(rng: random.Random, accounts: list[Account], read_share: float = 0.1) -> tuple[str, list[Op]]:
+def bank_step(rng: random.Random, accounts: list[Account], read_share: float = 0.1,
+              span: int | None = None) -> tuple[str, list[Op]]:
+    """A full read (``read_share``), or a transfer between two random accounts; with ``span`` = k,
+    a transfer that touches exactly k participants (one debit, credits spread over the others; two
+    accounts of one participant when k = 1)."""
     if rng.random() < read_share:
         return "read", [Op.get(p, k) for p, k in accounts]
-    src, dst = rng.sample(accounts, 2)
     amount = rng.randint(1, 20)
-    return "transfer", [Op.add(src[0], src[1], -amount, min=0), Op.add(dst[0], dst[1], amount)]
+    if span is None:
+        src, dst = rng.sample(accounts, 2)
+        return "transfer", [Op.add(src[0], src[1], -amount, min=0), Op.add(dst[0], dst[1], amount)]
+    return "transfer", spread_transfer(rng, accounts, span, amount)
+
+
+def spread_transfer(rng: random.Random, accounts: list[Account], span: int, amount: int) -> list[Op]:
+    by_participant: dict[str, list[str]] = {}
+    for p, k in accounts:
+        by_participant.setdefault(p, []).append(k)
+    if not 1 <= span <= len(by_participant):
+        raise ValueError(f"span {span} needs 1..{len(by_participant)} participants")
+    chosen = rng.sample(sorted(by_participant), span)
+    if span == 1:
+        src, dst = rng.sample(by_participant[chosen[0]], 2)
+        return [Op.add(chosen[0], src, -amount, min=0), Op.add(chosen[0], dst, amount)]
+    ops = [Op.add(chosen[0], rng.choice(by_participant[chosen[0]]), -amount, min=0)]
+    shares = [amount // (span - 1)] * (span - 1)
+    shares[0] += amount - sum(shares)  # the credits sum to the debit: the bank's total holds
+    ops += [Op.add(p, rng.choice(by_participant[p]), share) for p, share in zip(chosen[1:], shares)]
+    return ops
 
 
 def hot_bank_step(rng: random.Random, accounts: list[Account], hot: int = 2, hot_share: float = 0.8,
@@ -46,7 +69,8 @@ def workload_step(workload: str, rng: random.Random, client: str, n: int, params
                   ) -> tuple[str, list[Op]]:
     """The next transaction of ``workload`` ("bank", "hot-key" or "list-append")."""
     if workload == "bank":
-        return bank_step(rng, [tuple(a) for a in params["accounts"]], params.get("read_share", 0.1))
+        return bank_step(rng, [tuple(a) for a in params["accounts"]], params.get("read_share", 0.1),
+                         params.get("span"))
     if workload == "hot-key":
         return hot_bank_step(rng, [tuple(a) for a in params["accounts"]], params.get("hot", 2),
                              params.get("hot_share", 0.8), params.get("read_share", 0.05))

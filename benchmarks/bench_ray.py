@@ -91,7 +91,8 @@ def start_generators(cluster, cfg, groups: dict[str, list[str]]) -> list:
 
 def run_point(*, f: int, concurrency: int, rate: float | None, workload: str, duration_s: float,
               fault: str, generators: int, seed: int, auth: str, byzantine: str = "equivocate",
-              overrides: dict | None = None, accounts: int = 20, read_share: float = 0.0) -> dict:
+              overrides: dict | None = None, accounts: int = 20, read_share: float = 0.0,
+              span: int | None = None) -> dict:
     import ray
 
     import dtm_ray
@@ -102,10 +103,14 @@ def run_point(*, f: int, concurrency: int, rate: float | None, workload: str, du
     per_gen = max(1, -(-concurrency // generators))
     groups = {f"lg{g}": client_names(f"lg{g}", per_gen) for g in range(generators)}
     logical = [c for cs in groups.values() for c in cs]
-    cfg = ClusterConfig(f=f, clients=("setup", *logical), log_level="WARNING", auth_scheme=auth, **(overrides or {}))
+    overrides = dict(overrides or {})
+    if span is not None:  # participants per transaction: exactly ``span`` kv services
+        overrides["participants"] = {f"db-{i}": "kv" for i in range(span)}
+    cfg = ClusterConfig(f=f, clients=("setup", *logical), log_level="WARNING", auth_scheme=auth, **overrides)
     point = {"n": cfg.replica_count, "f": f, "concurrency": concurrency, "rate": rate, "workload": workload,
              "fault": fault, "generators": generators, "auth": auth, "duration_s": duration_s, "seed": seed,
-             "config": overrides or {}, "accounts_per_participant": accounts, "read_share": read_share}
+             "config": overrides, "accounts_per_participant": accounts, "read_share": read_share,
+             "span": span, "byzantine": byzantine if fault == "byzantine" else None}
     log(f"point {point}: starting cluster")
     with dtm_ray.start(cfg) as cluster:
         accounts = bank_accounts_of(cluster, accounts)
@@ -113,7 +118,7 @@ def run_point(*, f: int, concurrency: int, rate: float | None, workload: str, du
         gens = start_generators(cluster, cfg, groups)
         before = party_totals(all_statuses(cluster, gens))
         load_before = load_average()
-        params = {"accounts": [list(a) for a in accounts], "read_share": read_share}
+        params = {"accounts": [list(a) for a in accounts], "read_share": read_share, "span": span}
         per_gen_conc = max(1, concurrency // generators)
         t0 = time.monotonic()
         t0_ns = time.time_ns()
@@ -201,24 +206,44 @@ def sweep(args) -> list[dict]:
     top = max(args.concurrency)
     points += [dict(base, f=0, concurrency=top, fault="none")]
     points += [dict(base, f=f, concurrency=top, fault="none") for f in args.more_f]
-    points += [dict(base, f=1, concurrency=top, fault=x) for x in args.faults if x != "none"]
+    points += [dict(base, f=1, concurrency=top, fault=x) for x in args.faults if x not in ("none", "byzantine")]
+    if "byzantine" in args.faults:  # one point per behaviour, on the primary
+        points += [dict(base, f=1, concurrency=top, fault="byzantine", byzantine=b) for b in byzantine_names(args)]
+    points += [dict(base, f=1, concurrency=top, fault="none", span=k) for k in args.span]
     # open loop (a target rate, e.g. half of the peak: latency below saturation), in-flight capped at ``top``
     points += [dict(base, f=1, concurrency=top, fault="none", rate=r) for r in args.rate]
     return points
 
 
+def byzantine_names(args) -> list[str]:
+    from dtm_ray.faults import CATALOGUE, PARTICIPANT_CATALOGUE
+
+    replica_behaviours = sorted(set(CATALOGUE) - set(PARTICIPANT_CATALOGUE))
+    if args.byzantine == ["all"]:
+        return replica_behaviours
+    unknown = set(args.byzantine) - set(replica_behaviours)
+    if unknown:
+        raise SystemExit(f"unknown Byzantine behaviours {sorted(unknown)}; choose from {replica_behaviours} or 'all'")
+    return list(args.byzantine)
+
+
 def derived(points: list[dict]) -> dict:
     def best(**match):
         match.setdefault("rate", None)  # closed-loop points
+        match.setdefault("span", None)  # on the default participants
         cands = [p for p in points if all(p.get(k) == v for k, v in match.items())]
         return max(cands, key=lambda p: p["concurrency"]) if cands else None
 
     out = {}
     bft, cft = best(f=1, fault="none"), best(f=0, fault="none")
-    for fault in FAULTS[1:]:
-        hit = best(f=1, fault=fault)
-        if hit and bft and bft["concurrency"] == hit["concurrency"] and bft["committed_per_s"]:
-            out.setdefault("fault_ratio", {})[fault] = round(hit["committed_per_s"] / bft["committed_per_s"], 2)
+    for p in points:
+        if p["f"] == 1 and p["fault"] != "none" and p.get("rate") is None and p.get("span") is None and bft \
+                and bft["concurrency"] == p["concurrency"] and bft["committed_per_s"]:
+            name = p["fault"] + (f":{p['byzantine']}" if p.get("byzantine") else "")
+            out.setdefault("fault_ratio", {})[name] = round(p["committed_per_s"] / bft["committed_per_s"], 2)
+    spans = [p for p in points if p.get("span") is not None]
+    if spans:
+        out["span_txn_per_s"] = {str(p["span"]): p["committed_per_s"] for p in spans}
     bigger = [p for p in points if p["f"] >= 2 and p["fault"] == "none"]
     if bft and bigger and bft["committed_per_s"]:
         out["n_ratio"] = {str(p["n"]): round(p["committed_per_s"] / bft["committed_per_s"], 2) for p in bigger}
@@ -242,7 +267,7 @@ def plot(points: list[dict], out_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     files = []
-    clean = [p for p in points if p["fault"] == "none" and p.get("rate") is None]
+    clean = [p for p in points if p["fault"] == "none" and p.get("rate") is None and p.get("span") is None]
     fig, ax = plt.subplots()
     for f in sorted({p["f"] for p in clean}):
         ps = sorted((p for p in clean if p["f"] == f), key=lambda p: p["concurrency"])
@@ -260,9 +285,9 @@ def plot(points: list[dict], out_dir: str) -> list[str]:
     files.append(_save(fig, out_dir, "throughput_n.png"))
     fig, ax = plt.subplots()
     for p in points:
-        if p["f"] == 1 and p.get("rate") is None and p["concurrency"] == max(q["concurrency"] for q in points):
+        if p["f"] == 1 and p.get("rate") is None and p.get("span") is None and p["concurrency"] == max(q["concurrency"] for q in points):
             xs, ys = zip(*p["timeline"]) if p["timeline"] else ((), ())
-            line, = ax.plot(xs, ys, label=p["fault"])
+            line, = ax.plot(xs, ys, label=p["fault"] + (f":{p['byzantine']}" if p.get("byzantine") else ""))
             if p.get("fault_at_s"):
                 ax.axvline(p["fault_at_s"], color=line.get_color(), linestyle=":")
     ax.set_xlabel("time (s)"); ax.set_ylabel("committed txn/s (0.5 s bins)"); ax.legend(); ax.set_title("throughput over time")
@@ -279,7 +304,7 @@ def _save(fig, out_dir: str, name: str) -> str:
     return path
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two short points (n=4 and n=1), for CI")
     parser.add_argument("--duration", type=float, default=10.0)
@@ -295,9 +320,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="bench_out")
     parser.add_argument("--config", default=json.dumps(LOADED_MACHINE), help='ClusterConfig overrides as JSON, e.g. \'{"view_change_timeout_ms": 2000}\'')
+    parser.add_argument("--byzantine", nargs="+", default=["equivocate"],
+                        help="replica behaviours for the 'byzantine' fault (one point each), or 'all'")
+    parser.add_argument("--span", type=int, nargs="*", default=[],
+                        help="points whose transfers touch exactly K participants (K kv services)")
     parser.add_argument("--rate", type=float, nargs="*", default=[],
                         help="open-loop points at these offered txn/s (n=4, in flight capped at the top concurrency)")
     parser.add_argument("--no-plots", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.quick and args.duration == 10.0:
         args.duration = 3.0

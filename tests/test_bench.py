@@ -40,3 +40,26 @@ def test_quick_bench_writes_checked_json_and_plots(ray_session, tmp_path):
     assert set(result["bft_cost"]) >= {"throughput_ratio_f0_over_f1", "calls_ratio_f1_over_f0"}
     for path in result["plots"]:
         assert os.path.getsize(path) > 1000
+
+
+def test_the_sweep_has_a_point_per_byzantine_behaviour_and_per_span():
+    """Built without running anything: the issue's sweep (each Byzantine behaviour, participants
+    per transaction 1-4, open loop) is what the command line asks for."""
+    from benchmarks.bench_ray import build_parser, sweep
+    from dtm_ray.faults import CATALOGUE, PARTICIPANT_CATALOGUE
+
+    args = build_parser().parse_args(["--concurrency", "8", "32", "--faults", "crash-primary", "byzantine",
+                                      "--byzantine", "all", "--span", "1", "2", "3", "4", "--rate", "5"])
+    points = sweep(args)
+    byz = [p["byzantine"] for p in points if p["fault"] == "byzantine"]
+    assert sorted(byz) == sorted(set(CATALOGUE) - set(PARTICIPANT_CATALOGUE))
+    assert [p["span"] for p in points if p.get("span")] == [1, 2, 3, 4]
+    assert [p["rate"] for p in points if p["rate"]] == [5.0]
+    assert {p["concurrency"] for p in points if p["fault"] != "none"} == {32}
+
+
+def test_an_unknown_byzantine_behaviour_is_refused():
+    from benchmarks.bench_ray import build_parser, sweep
+
+    with pytest.raises(SystemExit, match="unknown Byzantine"):
+        sweep(build_parser().parse_args(["--faults", "byzantine", "--byzantine", "nonsense"]))

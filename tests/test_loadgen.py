@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from actors.loadgen import MuxCore, hot_bank_step, workload_step
 from actors.loadgen_actor import client_names, client_ring
@@ -65,3 +66,25 @@ def test_mux_core_routes_replies_to_the_right_logical_client():
     # the pruned ring keeps only what a client uses
     ring = client_ring(rings[a].to_dict(), list(cfg.replicas))
     assert set(ring["public_keys"]) == set(cfg.replicas) | {a} and b not in ring["mac_keys"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(0, 10_000), st.integers(1, 20))
+def test_a_spread_transfer_touches_exactly_span_participants_and_moves_no_money(span, seed, amount):
+    import random
+
+    from actors.loadgen import spread_transfer
+
+    accounts = [(p, f"acct:{i}") for p in ("db-0", "db-1", "db-2") for i in range(3)]
+    ops = spread_transfer(random.Random(seed), accounts, span, amount)
+    assert len({op.participant for op in ops}) == span
+    assert sum(op.value for op in ops) == 0 and ops[0].value == -amount
+
+
+def test_a_span_beyond_the_participants_is_refused():
+    import random
+
+    from actors.loadgen import spread_transfer
+
+    with pytest.raises(ValueError, match="span 3"):
+        spread_transfer(random.Random(1), [("db-0", "a"), ("db-1", "b")], 3, 5)
