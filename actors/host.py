@@ -169,7 +169,8 @@ class Host:
                 started = time.perf_counter()
                 self.turn()
                 self._time("turn", time.perf_counter() - started)
-                self.metrics.maybe_export(self._counters_with_crypto(), self.now_ms())
+                if self.metrics.due(self.now_ms()):  # the counters are copied once a second, not per turn
+                    self.metrics.maybe_export(self._counters_with_crypto(), self.now_ms())
             except Exception as exc:  # a bug in a core must be visible, not kill the loop silently
                 self.counters["loop_errors"] += 1
                 self.last_error = repr(exc)

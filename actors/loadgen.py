@@ -189,8 +189,11 @@ def bank_accounts_of(cluster, per_participant=3):
 
 
 def bank_setup_of(cluster, accounts, client="alice"):
-    r = cluster.client(client).submit([Op.put(p, k, BALANCE) for p, k in accounts])
-    assert r.committed, r
+    puts = [Op.put(p, k, BALANCE) for p, k in accounts]
+    step = cluster.config.max_ops  # many accounts: several setup transactions
+    for start in range(0, len(puts), step):
+        r = cluster.client(client).submit(puts[start:start + step])
+        assert r.committed, r
     return BALANCE * len(accounts)
 
 

@@ -36,8 +36,11 @@ class MetricsExporter:
         self.exported: dict[str, float] = {name: 0 for name in self._metrics}
         self.last_ms = -PERIOD_MS
 
+    def due(self, now_ms: int) -> bool:
+        return now_ms - self.last_ms >= PERIOD_MS
+
     def maybe_export(self, counters: dict[str, Any], now_ms: int) -> bool:
-        if now_ms - self.last_ms < PERIOD_MS:
+        if not self.due(now_ms):
             return False
         self.last_ms = now_ms
         for name, metric in self._metrics.items():
