@@ -69,3 +69,5 @@ def test_all_attackers_at_once_and_the_checkers_pass(workload, replica, attack, 
     print(context, "honest tx/s during the attack:", during, "evidence:", evidence)
     if attack == "equivocate":
         assert any(e.get(replica) for e in evidence.values()), (context, evidence)
+    # the lying participant is convicted by its own signed votes (two vote batches that disagree)
+    assert any(e.get(LIAR) for e in evidence.values()), (context, evidence)
