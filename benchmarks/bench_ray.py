@@ -22,7 +22,7 @@ import sys
 import time
 
 # The vote timeout for a machine shared with other work: at the default 2 s, transactions queued
-# behind locks on hot accounts abort by timeout. (Session 1 also needed a 2 s view-change timer:
+# behind locks on hot accounts abort by timeout. (A 2 s view-change timer used to be needed too:
 # the censorship rule fired on plain queues. Since the censorship clock restarts on full batches
 # and the timers adapt to the measured consensus latency, the default 500 ms holds under load.)
 # Every point records the config it ran with.

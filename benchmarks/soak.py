@@ -1,4 +1,4 @@
-"""Soak run (issue 5): does a replica's memory and its RocksDB directory stay bounded over a long run?
+"""Soak run: does a replica's memory and its RocksDB directory stay bounded over a long run?
 
     python -m benchmarks.soak                         # 10 minutes, open loop at 8 txn/s
     python -m benchmarks.soak --minutes 1 --rate 20

@@ -1,4 +1,4 @@
-"""The PBFT core's performance fixes (issue 5), each checked in the deterministic simulator.
+"""The PBFT core's fixes for behaviour under load, each checked in the deterministic simulator.
 
 Every scenario is a seeded ``PbftWorld`` run (``dtm_ray.sim.pbft_world``): a closed-loop counter
 workload over n = 4 replicas with no fault unless the test says so. A failing assertion prints

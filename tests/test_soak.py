@@ -1,4 +1,4 @@
-"""The soak benchmark (``benchmarks.soak``, issue 5: memory and RocksDB size over a long run).
+"""The soak benchmark (``benchmarks.soak``: memory and RocksDB size over a long run).
 
 The summary's arithmetic is checked on made-up samples (no Ray); the quick mode runs once on real
 actors and its JSON is checked for shape and sanity: samples in time order, sizes that are real,
