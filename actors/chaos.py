@@ -17,28 +17,34 @@ Every operation returns when it has taken effect (the re-created actor answers),
 shell session can act on it at once.
 
 The fault plan (who is killed, Byzantine or partitioned, where the supervisor moved whom) is
-**kept on disk** beside the parties' directories and read back when Ray restarts this actor: a
-chaos actor that dies must not silently heal the faults it injected, nor forget that a replica
-was killed for good. A restarted party gets its partition and its Byzantine behaviour back too
-(a crash restarts the process, it does not make a Byzantine party honest).
+**kept on disk** beside the parties' directories (``data_dir/chaos-plan.json``) and read back
+when Ray restarts this actor: a chaos actor that dies must not silently heal the faults it
+injected, nor forget that a replica was killed for good. A restarted party gets its partition
+and its Byzantine behaviour back too (a crash restarts the process, it does not make a Byzantine
+party honest). The plan holds the operator's cloudpickled callables, so it is written with mode
+0600 and a plan file that is group- or world-writable or owned by another user is refused
+(``actors.private_file.UnsafeFileError``): nobody else gets to run code here.
 
-The chaos actor also **supervises placement**: a replica pinned to a Ray node that is gone cannot
-be restarted by Ray (``ActorUnschedulableError``), so a background thread re-creates it on the
-live node with the fewest parties (where, without its disk, it recovers by state transfer).
+The chaos actor also **supervises placement** (``actors.placement``): Ray cannot restart a
+replica pinned to a node that is gone (``ActorUnschedulableError``), so a background thread, about
+once a second, re-creates each replica that was on a lost node on the live node with the fewest
+parties (where, without its disk, it recovers by state transfer). ``status()["chaos"]["moved"]``
+lists each move (party, from node, to node, when) from the moment its replacement is being
+created, and a failed re-creation is retried on the next pass until the replica answers.
 Participants and clients are not moved: their state exists only on their node.
 """
 
 from __future__ import annotations
 
 import base64
-import collections
-import json
 import os
 import threading
+import time
 
 import ray
 
-from actors import launch
+from actors import launch, private_file
+from actors.placement import Move, Supervisor
 
 
 class Chaos:
@@ -50,7 +56,8 @@ class Chaos:
         self.dead: set[str] = set()
         self.behaviours: dict[str, tuple[str | bytes, int]] = {}  # party -> (behaviour, seed)
         self.groups: list[list[str]] = []
-        self.moved: list[tuple[str, str]] = []  # (party, new node) re-created by the supervisor
+        self.placement = Supervisor(self.specs, self.dead, self._recreate, self._save_plan, time.time,
+                                    on_error=_log_failed_move)
         self.plan_path = _plan_path(specs)
         self._load_plan()
         # None: found by name. Handles passed to an actor's constructor are references Ray cannot
@@ -83,24 +90,20 @@ class Chaos:
     def _save_plan(self) -> None:
         if self.plan_path is None:
             return
-        plan = {"dead": sorted(self.dead), "groups": self.groups, "moved": self.moved,
+        plan = {"dead": sorted(self.dead), "groups": self.groups,
+                "moved": [move.to_plain() for move in self.placement.moves],
                 "behaviours": {p: [_encode_behaviour(b), seed] for p, (b, seed) in self.behaviours.items()},
                 "placed": {p: {"node": s.get("node"), "epoch": s.get("epoch", 0)} for p, s in self.specs.items()}}
-        tmp = self.plan_path + ".tmp"
-        with open(tmp, "w") as out:
-            json.dump(plan, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.plan_path)  # atomic: a crash leaves the old plan or the new one
+        private_file.write_json(self.plan_path, plan)  # 0600, atomic
 
     def _load_plan(self) -> None:
         if self.plan_path is None or not os.path.exists(self.plan_path):
             return
-        with open(self.plan_path) as src:
-            plan = json.load(src)
-        self.dead = set(plan["dead"]) & set(self.specs)
+        plan = private_file.read_json(self.plan_path)  # refuses a file others could have written
+        self.dead.clear()  # in place: the placement supervisor shares this set
+        self.dead.update(set(plan["dead"]) & set(self.specs))
         self.groups = plan["groups"]
-        self.moved = [tuple(m) for m in plan["moved"]]
+        self.placement.moves = [Move.from_plain(m) for m in plan["moved"]]
         self.behaviours = {p: (_decode_behaviour(b), seed) for p, (b, seed) in plan["behaviours"].items()}
         for party, placed in plan["placed"].items():
             if party in self.specs:
@@ -164,8 +167,9 @@ class Chaos:
         self.handles[party] = launch.launch(self.specs[party], spread=spread)
         launch.wait_alive([self.handles[party]])
         self.dead.discard(party)
-        self._save_plan()
         self._reapply(party)
+        self.placement.answered(party)  # an operator's restart also completes a pending move
+        self._save_plan()
 
     def _reapply(self, party: str) -> None:
         """A restarted process forgot what the operator did to it: its partition and its
@@ -224,31 +228,16 @@ class Chaos:
         while not self._stop.wait(1.0):
             try:
                 self.supervise_once()
-            except Exception:  # a transient Ray error: look again next second
-                pass
+            except Exception as exc:  # Ray's node list unavailable, the plan not writable: next second
+                from loguru import logger
+
+                logger.opt(exception=exc).warning("placement supervision pass failed")
 
     def supervise_once(self) -> list[str]:
-        """Re-create every live party pinned to a node that is no longer alive."""
+        """Re-create every replica pinned to a node that is no longer alive (``actors.placement``);
+        returns the parties whose replacement answered in this pass."""
         with self._lock:
-            alive = launch.alive_nodes()
-            if not alive:
-                return []
-            load = collections.Counter(s.get("node") for s in self.specs.values())
-            moved = []
-            for party, spec in list(self.specs.items()):
-                node = spec.get("node")
-                if node is None or node in alive or party in self.dead:
-                    continue
-                if spec["role"] not in ("replica", "kv-replica"):
-                    continue  # its data lives on that node: it comes back with the node, not elsewhere
-                target = min(alive, key=lambda n: (load[n], n))
-                load[target] += 1
-                self.specs[party] = dict(spec, node=target)
-                self._recreate(party)
-                self.moved.append((party, target))
-                self._save_plan()
-                moved.append(party)
-            return moved
+            return self.placement.supervise_once(launch.alive_nodes())
 
     def adopt(self, party: str, spec: dict, handle) -> None:
         """A party created after the chaos actor (a client): it can be crashed and restarted too."""
@@ -260,7 +249,7 @@ class Chaos:
     def plan(self) -> dict:
         byzantine = {p: b if isinstance(b, str) else "custom" for p, (b, _) in self.behaviours.items()}
         return {"dead": sorted(self.dead), "byzantine": byzantine,
-                "partition": self.groups, "moved": [list(m) for m in self.moved]}
+                "partition": self.groups, "moved": [move.to_plain() for move in self.placement.moves]}
 
     def handle(self, party: str):
         return self._handle(party)
@@ -275,6 +264,13 @@ def _plan_path(specs: dict[str, dict]) -> str | None:
         if spec.get("path"):
             return os.path.join(os.path.dirname(spec["path"]), "chaos-plan.json")
     return None
+
+
+def _log_failed_move(move: Move, exc: BaseException) -> None:
+    from loguru import logger
+
+    logger.warning("re-creating {} on {} failed (attempt {}), retried next pass: {}",
+                   move.party, move.target, move.attempts, move.error)
 
 
 def _encode_behaviour(behaviour: str | bytes) -> dict:
