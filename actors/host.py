@@ -159,6 +159,11 @@ class Host:
             busy = self.now_ms() - self._last_activity_ms < BUSY_WINDOW_MS
             timeout = min(self.tick_ms, BUSY_TICK_MS) if busy else self.tick_ms
             self._wake.wait(timeout / 1000)
+            # Let Ray's thread hand over the calls it already holds before this turn starts (it
+            # needs the GIL for each ``deliver``): they join this turn (one fsync, one call per
+            # destination) instead of each waking a turn of its own. Not a timer: with nothing
+            # else to run, it returns at once.
+            time.sleep(0)
             self._wake.clear()
             if self._woken_at is not None:
                 self._time("wake_lag", time.perf_counter() - self._woken_at)
@@ -382,7 +387,8 @@ class Host:
         except BaseException as exc:  # cancelled
             error = exc
         self._control.append((_SETTLED, actor, error, time.perf_counter() - sent, resend))
-        self._wake.set()
+        if error is not None or self._buffers:  # nothing waits to leave: the next turn takes it in
+            self._wake.set()
 
     def _settled(self, actor: str, error: BaseException | None, rtt_s: float, resend: tuple | None) -> None:
         self._inflight[actor] -= 1

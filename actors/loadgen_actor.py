@@ -60,6 +60,7 @@ class LoadGenActor:
         self.host = Host(self.party, spec["namespace"], self.core, MemoryStorage(), cfg.tick_ms, self.on_outputs,
                          role="load-generator")
         self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
+        self._to_submit: list[tuple] = []
 
     # -- transport (only enqueued: the clients run on the host's loop thread) --------------------
     @ray.method(enable_task_events=False)
@@ -80,10 +81,32 @@ class LoadGenActor:
                                        **self.core.status(), "host": self.host.stats()})
 
     def on_outputs(self, outputs: list[Any]) -> None:  # on the loop thread
+        resolved = []
         for item in outputs:
             waiting = self._waiting.get(getattr(item, "txn_id", None))
             if waiting is not None:
-                waiting[0].call_soon_threadsafe(_resolve, waiting[1], item)
+                resolved.append((waiting[1], item))
+        if resolved:  # one hand-over to the event loop for the whole round
+            waiting[0].call_soon_threadsafe(_resolve_all, resolved)
+
+    def _submit_soon(self, loop: asyncio.AbstractEventLoop, item: tuple) -> None:
+        """Queue one submission; the clients that become ready in the same round of the event loop
+        go to the loop thread together (one command, so one turn and one call per replica for all
+        of them: the batching an async host got from running them all before its turn)."""
+        self._to_submit.append(item)
+        if len(self._to_submit) == 1:
+            loop.call_soon(self._post_submissions, loop)
+
+    def _post_submissions(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._to_submit = self._to_submit, []
+
+        def start() -> None:  # on the loop thread, which owns the clients
+            for name, ops, future, submitted in batch:
+                txn_id = self.core.submit(name, ops)
+                submitted.append(txn_id)
+                self._waiting[txn_id] = (loop, future)
+
+        self.host.post(start)
 
     # -- load -----------------------------------------------------------------------------------
     async def run(self, workload: str, *, duration_s: float, concurrency: int | None = None,
@@ -141,13 +164,7 @@ class LoadGenActor:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         submitted: list[str] = []
-
-        def start() -> None:  # on the loop thread, which owns the clients; not awaited (no round trip)
-            txn_id = self.core.submit(name, ops)
-            submitted.append(txn_id)
-            self._waiting[txn_id] = (loop, future)
-
-        self.host.post(start)
+        self._submit_soon(loop, (name, ops, future, submitted))
         tuples = [op_tuple(o) for o in ops]
         try:
             result = await asyncio.wait_for(future, timeout_s)
@@ -161,6 +178,7 @@ class LoadGenActor:
                                          list(result.reads or []), result.reason, start_ns, time.time_ns()))
 
 
-def _resolve(future: asyncio.Future, item: Any) -> None:
-    if not future.done():
-        future.set_result(item)
+def _resolve_all(resolved: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, item in resolved:
+        if not future.done():
+            future.set_result(item)
