@@ -1,12 +1,12 @@
 """What Ray alone delivers on this machine: all-to-all actor calls among K actors, no project code.
 
-    python -m benchmarks.ray_floor                       # K=8, both shapes, 1/10/100 items per call
+    python -m benchmarks.ray_floor                       # K=8, every shape, 1/10/100 items per call
     python -m benchmarks.ray_floor --actors 4 --items 1 --seconds 2
 
 The point of it: the system's actor calls per second mean little without the machine's own limit
 beside them, so every ``dtm-ray bench`` report carries this floor (``floor()``, its ``floor``
 section). Each of K actors sends, for ``seconds``, batches of ``items`` payloads of ``item_bytes``
-to every other actor, at most ``window`` calls in flight per destination, in one of two shapes:
+to every other actor, at most ``window`` calls in flight per destination, in one of three shapes:
 
 - ``host`` (``actors/host.py`` today): plain (sync) actors; ``deliver`` only enqueues and wakes the
   actor's own loop thread, which makes every send; the method is declared
