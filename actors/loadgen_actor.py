@@ -3,8 +3,9 @@
 Each logical client is a real transaction client (``TxnClient``) with its own identity, keys and
 request ids, named ``"<actor>..c<i>"`` so that replicas' replies reach this actor
 (``actors.names.MUX``) and leave it together (one call per replica per turn for all clients).
-One ``Host`` runs them all (``actors.loadgen.MuxCore``): batching at the client hop comes from
-the host's coalescing, not from any change to the protocol.
+One ``Host`` runs them all (``actors.loadgen.MuxCore``) on its loop thread: batching at the client
+hop comes from the host's coalescing, not from any change to the protocol. The clients' asyncio
+tasks only post submissions to that thread and await the results it hands back.
 
 - **closed loop** (``concurrency``): that many clients each submit, wait, record, repeat;
 - **open loop** (``rate``): arrivals at a fixed rate are queued and served by free clients; a
@@ -22,6 +23,8 @@ import dataclasses
 import random
 import time
 from typing import Any
+
+import ray
 
 from actors.host import Host
 from actors.loadgen import MuxCore, Record, op_tuple, workload_step
@@ -56,29 +59,54 @@ class LoadGenActor:
         self.core = MuxCore(self.party, clients)
         self.host = Host(self.party, spec["namespace"], self.core, MemoryStorage(), cfg.tick_ms, self.on_outputs,
                          role="load-generator")
-        self._waiting: dict[str, asyncio.Future] = {}
+        self._waiting: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
+        self._to_submit: list[tuple] = []
 
-    # -- transport ------------------------------------------------------------------------------
-    async def deliver(self, sender: str, payloads: list[bytes]) -> None:
-        self.host.deliver(sender, payloads)
+    # -- transport (only enqueued: the clients run on the host's loop thread) --------------------
+    @ray.method(enable_task_events=False)
+    def deliver(self, sender: str, payloads: list[bytes], token: bytes = b"") -> None:
+        self.host.deliver(sender, payloads, token)
 
-    async def deliver_routed(self, sender: str, routed: dict[str, list[bytes]]) -> None:
-        self.host.deliver_routed(sender, routed)
+    @ray.method(enable_task_events=False)
+    def deliver_routed(self, sender: str, routed: dict[str, list[bytes]], token: bytes = b"") -> None:
+        self.host.deliver_routed(sender, routed, token)
 
-    async def ping(self) -> str:
+    def ping(self) -> str:
         return self.party
 
-    async def status(self) -> dict:
+    def status(self) -> dict:
         import os
 
-        return {"id": self.party, "role": "loadgen", "pid": os.getpid(), **self.core.status(),
-                "host": self.host.stats()}
+        return self.host.call(lambda: {"id": self.party, "role": "loadgen", "pid": os.getpid(),
+                                       **self.core.status(), "host": self.host.stats()})
 
-    def on_outputs(self, outputs: list[Any]) -> None:
+    def on_outputs(self, outputs: list[Any]) -> None:  # on the loop thread
+        resolved = []
         for item in outputs:
-            future = self._waiting.get(getattr(item, "txn_id", None))
-            if future is not None and not future.done():
-                future.set_result(item)
+            waiting = self._waiting.get(getattr(item, "txn_id", None))
+            if waiting is not None:
+                resolved.append((waiting[1], item))
+        if resolved:  # one hand-over to the event loop for the whole round
+            waiting[0].call_soon_threadsafe(_resolve_all, resolved)
+
+    def _submit_soon(self, loop: asyncio.AbstractEventLoop, item: tuple) -> None:
+        """Queue one submission; the clients that become ready in the same round of the event loop
+        go to the loop thread together (one command, so one turn and one call per replica for all
+        of them: the batching an async host got from running them all before its turn)."""
+        self._to_submit.append(item)
+        if len(self._to_submit) == 1:
+            loop.call_soon(self._post_submissions, loop)
+
+    def _post_submissions(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._to_submit = self._to_submit, []
+
+        def start() -> None:  # on the loop thread, which owns the clients
+            for name, ops, future, submitted in batch:
+                txn_id = self.core.submit(name, ops)
+                submitted.append(txn_id)
+                self._waiting[txn_id] = (loop, future)
+
+        self.host.post(start)
 
     # -- load -----------------------------------------------------------------------------------
     async def run(self, workload: str, *, duration_s: float, concurrency: int | None = None,
@@ -133,16 +161,24 @@ class LoadGenActor:
                 return
 
     async def _one(self, name: str, kind: str, ops: list, start_ns: int, timeout_s: float) -> dict:
-        txn_id = self.core.submit(name, ops)
-        future = asyncio.get_event_loop().create_future()
-        self._waiting[txn_id] = future
-        self.host.wake()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        submitted: list[str] = []
+        self._submit_soon(loop, (name, ops, future, submitted))
         tuples = [op_tuple(o) for o in ops]
         try:
             result = await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
+            txn_id = submitted[0] if submitted else "?"
             return dataclasses.asdict(Record(txn_id, kind, tuples, "info", None, "timeout", start_ns, None))
         finally:
-            self._waiting.pop(txn_id, None)
+            if submitted:
+                self._waiting.pop(submitted[0], None)
         return dataclasses.asdict(Record(result.txn_id, kind, tuples, "ok" if result.committed else "fail",
                                          list(result.reads or []), result.reason, start_ns, time.time_ns()))
+
+
+def _resolve_all(resolved: list[tuple[asyncio.Future, Any]]) -> None:
+    for future, item in resolved:
+        if not future.done():
+            future.set_result(item)

@@ -1,5 +1,10 @@
 """The one actor class every party runs in: a thin shell around ``Host`` and a core.
 
+A plain (sync) Ray actor: ``deliver`` only hands the call to the host's queue (the core runs on the
+host's own loop thread), and every method that reads or changes the core runs on that thread
+through ``host.call``. (A client actor is an async actor, for its waiting ``submit``; its
+``deliver`` is just as short.)
+
 Ray reruns ``__init__`` with the same spec on a restart (``max_restarts``): the core is rebuilt
 from the party's RocksDB directory, so a restart is a crash-recovery, not a fresh start. Every
 method is safe to run twice (Ray may retry): deliveries are just messages, and the operator
@@ -17,6 +22,7 @@ import secrets
 from typing import Any
 
 import cloudpickle
+import ray
 
 from actors.host import Host
 from actors.roles import NEXT_REQUEST_KEY, build_core, open_storage
@@ -33,32 +39,34 @@ class PartyActor:
         self.storage = open_storage(spec)
         self.core = build_core(spec, self.storage)
         self.host = Host(self.party, spec["namespace"], self.core, self.storage,
-                         spec["config"]["tick_ms"], self.on_outputs, role=self.role)
+                         spec["config"]["tick_ms"], self.on_outputs, role=self.role,
+                         mac_keys=spec["keys"].get("mac_keys"))
         self.byzantine: str | None = None
         self.log.info("started ({}) from {}", self.role, spec["path"])
 
     # -- the transport --------------------------------------------------------------------------
-    async def deliver(self, sender: str, payloads: list[bytes]) -> None:
-        self.host.deliver(sender, payloads)
+    @ray.method(enable_task_events=False)
+    def deliver(self, sender: str, payloads: list[bytes], token: bytes = b"") -> None:
+        self.host.deliver(sender, payloads, token)
 
-    def on_outputs(self, outputs: list[Any]) -> None:
-        for item in outputs:
-            logs.output(self.log, item)
+    def on_outputs(self, outputs: list[Any]) -> None:  # on the loop thread
+        logs.outputs(self.log, outputs)
 
     # -- observation ----------------------------------------------------------------------------
-    async def ping(self) -> str:
+    def ping(self) -> str:
         return self.incarnation
 
-    async def status(self) -> dict:
-        core_status = self.core.status() if hasattr(self.core, "status") else {}
-        import ray
+    def status(self) -> dict:
+        return self.host.call(self._status)
 
+    def _status(self) -> dict:
+        core_status = self.core.status() if hasattr(self.core, "status") else {}
         return {"id": self.party, "role": self.role, **core_status, "alive": True,
                 "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "byzantine": self.byzantine, "host": self.host.stats(), "storage": self.storage.stats()}
 
     # -- operator controls (chaos) --------------------------------------------------------------
-    async def set_byzantine(self, behaviour: str | bytes | None, seed: int = 0) -> None:
+    def set_byzantine(self, behaviour: str | bytes | None, seed: int = 0) -> None:
         """``None`` heals; a name picks from ``dtm_ray.faults.CATALOGUE``; bytes are a callable the
         operator shipped with cloudpickle (operator code, never message content)."""
         if behaviour is None:
@@ -81,17 +89,19 @@ class PartyActor:
             self.byzantine = "custom"
         self.log.warning("byzantine behaviour set to {}", self.byzantine)
 
-    async def set_blocked(self, parties: list[str]) -> None:
+    def set_blocked(self, parties: list[str]) -> None:
         self.host.set_blocked(parties)
 
     # -- toy core (host tests) ------------------------------------------------------------------
-    async def toy_send(self, dest: str, count: int) -> None:
-        for i in range(count):
-            self.core.send(dest, i)
-        self.host.wake()
+    def toy_send(self, dest: str, count: int) -> None:
+        def send() -> None:
+            for i in range(count):
+                self.core.send(dest, i)
 
-    async def toy_pongs(self) -> int:
-        return self.host.counters["out:tuple"]
+        self.host.call(send)
+
+    def toy_pongs(self) -> int:
+        return self.host.call(lambda: self.host.counters["out:tuple"])
 
 
 class ParticipantActor(PartyActor):
@@ -104,11 +114,11 @@ class ParticipantActor(PartyActor):
         self._applied: list[Any] = []
         super().__init__(spec)
 
-    async def state(self) -> Any:
-        return self.core.state()
+    def state(self) -> Any:
+        return self.host.call(self.core.state)
 
-    async def applied(self) -> list[Any]:
-        return list(self._applied)
+    def applied(self) -> list[Any]:
+        return self.host.call(list, self._applied)
 
     def on_outputs(self, outputs: list[Any]) -> None:
         super().on_outputs(outputs)
@@ -121,18 +131,23 @@ class ClientActor(PartyActor):
     """A client party: ``submit`` returns the result the core accepted on f+1 matching replies."""
 
     def __init__(self, spec: dict) -> None:
-        self._waiting: dict[Any, asyncio.Future] = {}
+        self._waiting: dict[Any, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
         super().__init__(spec)
 
     async def submit(self, operation: Any, timeout_s: float) -> Any:
-        request_id = self.core.submit(operation)
-        # persisted before the request can leave (the host sends on its next turn)
-        self.storage.write([(NEXT_REQUEST_KEY, str(request_id + 1).encode())])
-        key = self.core.txn_id(request_id) if hasattr(self.core, "txn_id") else request_id
-        self.log.bind(txn=str(key)).info("Request {}", logs.short(operation))  # the audit trail's first line
-        future = asyncio.get_event_loop().create_future()
-        self._waiting[key] = future
-        self.host.wake()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def start() -> Any:  # on the loop thread: the core and its storage are the loop's
+            request_id = self.core.submit(operation)
+            # persisted before the request can leave (the host sends at the end of this turn)
+            self.storage.write([(NEXT_REQUEST_KEY, str(request_id + 1).encode())])
+            key = self.core.txn_id(request_id) if hasattr(self.core, "txn_id") else request_id
+            self._waiting[key] = (loop, future)
+            self.log.bind(txn=str(key)).info("Request {}", logs.short(operation))  # the audit trail's first line
+            return key
+
+        key = await self.host.call_async(start)
         try:
             return await asyncio.wait_for(future, timeout_s)
         finally:
@@ -177,6 +192,11 @@ class ClientActor(PartyActor):
         super().on_outputs(outputs)
         for item in outputs:
             key = getattr(item, "txn_id", None) or getattr(item, "request_id", None)
-            future = self._waiting.get(key)
-            if future is not None and not future.done():
-                future.set_result(item)
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting[0].call_soon_threadsafe(_resolve, waiting[1], item)
+
+
+def _resolve(future: asyncio.Future, item: Any) -> None:
+    if not future.done():
+        future.set_result(item)

@@ -255,6 +255,22 @@ def derived(points: list[dict]) -> dict:
     return out
 
 
+def floor_section(points: list[dict], seconds: float) -> dict:
+    """The system's actor calls per second beside what Ray alone delivers on this machine, in the
+    host's shape, one and 100 items per call (``benchmarks.ray_floor``), measured in the same Ray."""
+    from benchmarks import ray_floor
+
+    log(f"Ray's floor: {seconds} s per point")
+    measured = ray_floor.floor(shapes=("host",), items=(1, 100), seconds=seconds)
+    system = [{"n": p["n"], "f": p["f"], "concurrency": p["concurrency"], "fault": p["fault"], "rate": p.get("rate"),
+               "calls_per_s": round(p["per_committed"]["calls_out"] * p["committed_per_s"], 1)}
+              for p in points if p.get("per_committed") and p.get("committed_per_s")]
+    one = next((q for q in measured["points"] if q["items_per_call"] == 1), None)
+    for row in system:
+        row["of_floor"] = round(row["calls_per_s"] / one["calls_per_s"], 2) if one and one["calls_per_s"] else None
+    return {"ray": measured, "system": system}
+
+
 def _ratio(a: dict, b: dict, key: str) -> float | None:
     x, y = a["per_committed"][key], b["per_committed"][key]
     return round(x / y, 2) if y else None
@@ -327,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, nargs="*", default=[],
                         help="open-loop points at these offered txn/s (n=4, in flight capped at the top concurrency)")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--floor-seconds", type=float, default=None,
+                        help="seconds per point of Ray's own floor (benchmarks.ray_floor; 0: none)")
     return parser
 
 
@@ -344,12 +362,16 @@ def main(argv: list[str] | None = None) -> dict:
         for spec in sweep(args):
             points.append(run_point(**spec))
             _write(args.out, points)
+        floor_s = args.floor_seconds if args.floor_seconds is not None else (1.0 if args.quick else 3.0)
+        floor = floor_section(points, floor_s) if floor_s > 0 else None
     finally:
         if owns_ray:
             import ray
 
             ray.shutdown()
     result = {"points": points, **derived(points)}
+    if floor is not None:
+        result["floor"] = floor
     if not args.no_plots:
         result["plots"] = plot(points, args.out)
     _write(args.out, points, result)

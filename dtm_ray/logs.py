@@ -10,6 +10,12 @@ nothing). Sinks, per process (one actor = one process):
   ``<data_dir>/logs/audit-<party>.jsonl``, so ``audit(log_dir, txn_id)`` (``dtm-ray audit``) can
   put one transaction's life back together across all actors, in time order.
 
+The audit trail is off the hot loop: a host hands each round of outputs to ``outputs``, which
+writes ONE record for all the transaction steps nobody would see on stderr (bound with
+``audit=[[txn, view, seq, message], ...]``; ``audit()`` unfolds it into the same lines as before),
+instead of one loguru record (a frame, a clock read, a JSON dump) per step per transaction. A step
+at a level the stderr sink shows is still logged on its own, as before.
+
 Rejected and Evidence outputs are rate-limited (``REPORTS``, a ``limits.Throttle``): a flood of
 garbage writes a bounded number of lines, each saying how many similar ones it stands for.
 
@@ -49,8 +55,18 @@ def setup(spec: dict):
     if cfg["log_json"]:
         logger.add(os.path.join(directory, f"{party}.jsonl"), level=cfg["log_level"], serialize=True)
     logger.add(os.path.join(directory, f"audit-{party}.jsonl"), level="TRACE", serialize=True,
-               filter=lambda record: "txn" in record["extra"])
+               filter=is_audit_record)
+    global _SHOWN_FROM
+    _SHOWN_FROM = logger.level(cfg["log_level"]).no
     return logger.bind(role=role, id=party)
+
+
+def is_audit_record(record: dict) -> bool:
+    return "txn" in record["extra"] or "audit" in record["extra"]
+
+
+# the lowest level a human sink of this process shows (``setup``); below it, steps are batched
+_SHOWN_FROM = 0
 
 
 # a transaction's steps that every replica reports: in the audit trail, but below INFO on stderr
@@ -98,6 +114,35 @@ def output(log, item: Any, now_ms: int | None = None) -> None:
         bound.debug("{} {}", name, short(item))
 
 
+_LEVEL_NO = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARNING": 30}
+
+
+def outputs(log, items: list[Any], now_ms: int | None = None) -> None:
+    """``output`` for a round of outputs, with the audit steps nobody sees on stderr written as one
+    record (see the module's docstring)."""
+    batch: list[list] = []
+    for item in items:
+        name = type(item).__name__
+        txn = getattr(item, "txn_id", None)
+        if txn is not None:
+            level = "DEBUG" if name in _EVERY_REPLICA else "WARNING" if name == "Evidence" else "INFO"
+            if _LEVEL_NO[level] < _SHOWN_FROM:
+                batch.append([str(txn), getattr(item, "view", "-"), getattr(item, "seq", "-"),
+                              f"{name} {short(item)}"])
+                continue
+        elif name == "Executed" and _LEVEL_NO["DEBUG"] < _SHOWN_FROM:
+            seq = getattr(item, "seq", "-")
+            batch.extend([f"{client}:{request_id}", getattr(item, "view", "-"), seq, f"executed at seq {seq}"]
+                         for client, request_id in getattr(item, "requests", ()))
+            continue  # its own line is DEBUG: shown nowhere
+        elif name not in ("Evidence", "Rejected", "ViewChanged", "StateTransferred", "CheckpointStable") \
+                and _LEVEL_NO["DEBUG"] < _SHOWN_FROM:
+            continue  # a DEBUG line no sink shows: not even formatted
+        output(log, item, now_ms)
+    if batch:
+        log.bind(audit=batch).trace("{} audit steps", len(batch))
+
+
 def short(item: Any) -> str:
     """``repr(item)``, cut to 300 characters (log lines stay one readable line)."""
     text = repr(item)
@@ -114,8 +159,14 @@ def audit(directory: str, txn_id: str) -> list[dict]:
                     rec = json.loads(line)["record"]
                 except (ValueError, KeyError):
                     continue  # a line cut by a crash
-                if rec["extra"].get("txn") == txn_id:
-                    records.append({"time": rec["time"]["timestamp"], "party": rec["extra"].get("id"),
-                                    "role": rec["extra"].get("role"), "view": rec["extra"].get("view"),
-                                    "seq": rec["extra"].get("seq"), "message": rec["message"]})
+                extra = rec["extra"]
+                if extra.get("txn") == txn_id:
+                    records.append({"time": rec["time"]["timestamp"], "party": extra.get("id"),
+                                    "role": extra.get("role"), "view": extra.get("view"),
+                                    "seq": extra.get("seq"), "message": rec["message"]})
+                for txn, view, seq, message in extra.get("audit", ()):  # one record, many steps
+                    if txn == txn_id:
+                        records.append({"time": rec["time"]["timestamp"], "party": extra.get("id"),
+                                        "role": extra.get("role"), "view": view, "seq": seq,
+                                        "message": message})
     return sorted(records, key=lambda r: r["time"])

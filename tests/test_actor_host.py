@@ -1,45 +1,74 @@
 """The actor host's own rules, without Ray: persist before send, one call per destination per
-turn, operator transformers, partitions. (``tests/test_ray_host.py`` checks the same on Ray.)"""
+turn, operator transformers, partitions, admission by channel, the in-flight window.
+(``tests/test_ray_host.py`` checks the same on Ray.) The host's loop thread is not started: each
+test drives ``turn()`` itself, so every step is deterministic."""
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
 
+from actors.channel import Channels
 from actors.host import Host
 from actors.toy import ToyCore
 from dtm_ray.storage import MemoryStorage
 
+KEYS = {"a": b"k" * 32, "c": b"q" * 32}  # b's pairwise keys with a and c
+
 
 class FakePeer:
-    """Records ``deliver.remote`` calls with the number of fsyncs done when each call left."""
+    """Records ``deliver.remote`` calls with the number of fsyncs done when each call left; a call
+    completes when the test says so (``settle``), or at once with ``auto``."""
 
-    def __init__(self, storage):
+    def __init__(self, storage, auto=True):
         self.calls = []
         self.storage = storage
         self.deliver = self
+        self.auto = auto
+        self.pending = []
 
-    def remote(self, sender, batch):
+    def remote(self, sender, batch, token=b""):
         self.calls.append((sender, list(batch), self.storage.synced_writes))
-        return asyncio.sleep(0)
+        future = concurrent.futures.Future()
+        if self.auto:
+            future.set_result(None)
+        else:
+            self.pending.append(future)
+        return _Ref(future)
+
+    def settle(self, error=None):
+        future = self.pending.pop(0)
+        future.set_exception(error) if error is not None else future.set_result(None)
 
 
-def run(body):
-    async def main():
-        storage = MemoryStorage()
-        host = Host("b", "ns", ToyCore("b", storage), storage, tick_ms=10_000)
-        peer = host._handles["a"] = FakePeer(storage)
-        try:
-            body(host, peer, storage)
-            await asyncio.sleep(0)
-        finally:
-            host._loop_task.cancel()
+class _Ref:
+    def __init__(self, future):
+        self._future = future
 
-    asyncio.run(main())
+    def future(self):
+        return self._future
+
+
+def make_host(storage, auto=True):
+    host = Host("b", "ns", ToyCore("b", storage), storage, tick_ms=10_000, mac_keys=KEYS, start=False)
+    peer = FakePeer(storage, auto)
+    host.peers.set("a", peer)
+    return host, peer
+
+
+def token_from(sender):
+    """The channel token ``sender`` attaches to its calls to b."""
+    return Channels(sender, {"b": KEYS[sender]}).outgoing("b")
+
+
+def run(body, auto=True):
+    storage = MemoryStorage()
+    host, peer = make_host(storage, auto)
+    body(host, peer, storage)
 
 
 def test_replies_leave_after_the_persist_in_one_call():
     def body(host, peer, storage):
-        host.deliver("a", [b"ping:1", b"ping:2", b"ping:3"])
+        host.deliver("a", [b"ping:1", b"ping:2", b"ping:3"], token_from("a"))
         host.turn()
         assert peer.calls == [("b", [b"pong:1", b"pong:2", b"pong:3"], 1)]  # one call, after one fsync
         assert host.counters["fsyncs"] == 1 and host.counters["messages_out"] == 3
@@ -82,7 +111,7 @@ def test_partition_drops_both_directions():
 
 def test_non_bytes_payloads_are_rejected():
     def body(host, peer, storage):
-        host.deliver("a", ["ping:1", None, b"ping:2"])
+        host.deliver("a", ["ping:1", None, b"ping:2"], token_from("a"))
         host.turn()
         assert host.counters["rejected_non_bytes"] == 2 and host.core.count == 1
 
@@ -93,23 +122,90 @@ def test_one_call_is_bounded_and_a_flooding_sender_is_rate_limited():
     from actors import host as host_module
 
     def body(host, peer, storage):
-        host.deliver("a", [b"ping:1"] * (host_module.MAX_PAYLOADS_PER_CALL + 10))
+        host.now_ms = lambda: 0  # frozen clock: no refill while the turn works through the flood
+        host.deliver("a", [b"ping:1"] * (host_module.MAX_PAYLOADS_PER_CALL + 10), token_from("a"))
+        host.turn()
         assert host.counters["dropped_oversized_call"] == 10
         assert host.counters["messages_in"] == host_module.MAX_PAYLOADS_PER_CALL
         for _ in range(host_module.INBOUND_BURST // host_module.MAX_PAYLOADS_PER_CALL + 2):
-            host.deliver("a", [b"ping:1"] * host_module.MAX_PAYLOADS_PER_CALL)
+            host.deliver("a", [b"ping:1"] * host_module.MAX_PAYLOADS_PER_CALL, token_from("a"))
+        host.turn()
         assert host.counters["rate_limited_in"] > 0
-        before = host.counters["messages_in"]
-        host.deliver("c", [b"ping:2"])  # another sender is not starved by the flooder
-        assert host.counters["messages_in"] == before + 1
 
     run(body)
+
+
+def test_a_flooder_claiming_a_correct_senders_name_does_not_slow_it():
+    """A faulty party calls ``deliver("a", ...)`` without a's channel token: it spends the shared
+    unauthenticated budget, and a's own calls (with its token) all get through."""
+    from actors import host as host_module
+
+    def body(host, peer, storage):
+        host.now_ms = lambda: 0  # frozen clock: no refill while the turn works through the flood
+        for _ in range(host_module.INBOUND_BURST // 100 + 10):  # calls of a's size, until none is left
+            host.deliver("a", [b"pong:0"] * 100)  # the liar: no token
+            host.deliver("a", [b"pong:0"] * 100, b"x" * 16)  # a forged one
+        host.turn()
+        assert host.counters["rate_limited_in"] > 0  # the liar was limited...
+        before = host.counters["messages_in"]
+        host.deliver("a", [b"ping:7"] * 100, token_from("a"))
+        host.turn()
+        assert host.counters["messages_in"] == before + 100  # ...and the real a was not
+        assert peer.calls[-1][1] == [b"pong:7"] * 100
+
+    run(body)
+
+
+def test_at_most_max_inflight_calls_per_destination_and_the_rest_leave_together():
+    from actors import host as host_module
+
+    def body(host, peer, storage):
+        for n in range(host_module.MAX_INFLIGHT + 3):
+            host.core.send("a", n)
+            host.turn()
+        assert len(peer.calls) == host_module.MAX_INFLIGHT  # the window is full: the rest wait
+        assert host.stats()["buffered"] == 3
+        peer.settle()
+        host.turn()  # the completion frees a slot: everything buffered leaves in one call
+        assert len(peer.calls) == host_module.MAX_INFLIGHT + 1
+        assert peer.calls[-1][1] == [b"ping:%d" % n for n in range(host_module.MAX_INFLIGHT, host_module.MAX_INFLIGHT + 3)]
+
+    run(body, auto=False)
+
+
+def test_a_failed_call_is_retried_once_on_a_fresh_handle():
+    def body(host, peer, storage):
+        fresh = FakePeer(storage)
+        host.peers._lookup = lambda name, namespace: fresh if name == "dtm:a" else None
+        host.core.send("a", 1)
+        host.turn()
+        peer.settle(RuntimeError("actor died"))
+        host.turn()
+        assert host.counters["calls_failed"] == 1 and host.counters["calls_retried"] == 1
+        assert fresh.calls == [("b", [b"ping:1"], 0)]
+
+    run(body, auto=False)
+
+
+def test_commands_run_on_the_loop_thread_between_turns():
+    import threading
+
+    storage = MemoryStorage()
+    host = Host("b", "ns", ToyCore("b", storage), storage, tick_ms=10_000)
+    try:
+        seen = host.call(lambda: threading.current_thread().name)
+        assert seen == "host-b"
+        host.set_blocked(["a"])
+        assert host.stats()["blocked"] == ["a"]
+    finally:
+        host.stop()
 
 
 def test_malformed_calls_and_a_raising_core_are_counted_not_fatal():
     def body(host, peer, storage):
         host.deliver("a", "not a list")
         host.deliver(7, [b"ping:1"])
+        host.turn()
         assert host.counters["rejected_malformed_call"] == 2
 
         def explode(sender, payload):
@@ -117,6 +213,7 @@ def test_malformed_calls_and_a_raising_core_are_counted_not_fatal():
 
         host.core.receive = explode
         host.deliver("a", [b"ping:1", b"ping:2"])
+        host.turn()
         assert host.counters["core_errors"] == 2
 
     run(body)
