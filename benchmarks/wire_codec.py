@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import time
 
-from dtm_ray.wire import decode, encode, message
+from dtm_ray.wire import Message, decode, encode
 
 
-@message(kind=990)
-class BenchBatch:
+class BenchBatch(Message, tag=990):
     view: int
     seq: int
     digest: bytes
