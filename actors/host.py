@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import ray
 
-from dtm_ray.limits import TokenBucket
+from dtm_ray.transport import DEFAULT_RULES, InboundBudget
 from dtm_ray.node import Node, drive
 from actors import names
 from actors.metrics import MetricsExporter
@@ -42,12 +42,12 @@ MAX_INFLIGHT = int(os.environ.get("DTM_HOST_MAX_INFLIGHT", "2"))
 BUSY_TICK_MS = int(os.environ.get("DTM_HOST_BUSY_TICK_MS", "3"))
 BUSY_WINDOW_MS = 200
 MAX_BUFFERED = 20_000
-# Inbound limits (a flooding or buggy peer must not stall this actor's loop or starve the others):
-# at most this many payloads are taken from one call, and each sender's messages pass a token
-# bucket. Both are far above what a correct peer sends (a batch carries many requests per message).
-MAX_PAYLOADS_PER_CALL = 4096
-INBOUND_RATE_PER_S = 50_000
-INBOUND_BURST = 20_000
+# The transport's rules, shared with the simulated network (``dtm_ray.transport``): the largest
+# message, one call's caps (a flooding or buggy peer must not stall this actor's loop or starve
+# the others), and each sender's inbound token bucket.
+RULES = DEFAULT_RULES
+MAX_PAYLOADS_PER_CALL = RULES.max_messages_per_call  # the names the tests and benchmarks use
+INBOUND_BURST = RULES.inbound_burst
 
 Transformer = Callable[[str, bytes], Any]
 
@@ -79,7 +79,7 @@ class Host:
         self._clock0 = time.monotonic()
         self._last_activity_ms = 0
         self.counters: collections.Counter = collections.Counter()
-        self._inbound = TokenBucket(INBOUND_RATE_PER_S, INBOUND_BURST)
+        self._inbound = InboundBudget(RULES)
         self.metrics = MetricsExporter(party, role)
         self._loop_task = asyncio.get_event_loop().create_task(self._run())
 
@@ -93,6 +93,9 @@ class Host:
             if not isinstance(payload, bytes):
                 self.counters["rejected_non_bytes"] += 1
                 continue
+            if not RULES.fits(payload):
+                self.counters["dropped_oversized_in"] += 1
+                continue
             self.counters["messages_in"] += 1
             self.counters["bytes_in"] += len(payload)
             self._receive(self.core.receive, sender, payload)
@@ -104,10 +107,10 @@ class Host:
         if not isinstance(payloads, (list, tuple)) or not isinstance(sender, str):
             self.counters["rejected_malformed_call"] += 1
             return []
-        if len(payloads) > MAX_PAYLOADS_PER_CALL:
-            self.counters["dropped_oversized_call"] += len(payloads) - MAX_PAYLOADS_PER_CALL
-            payloads = payloads[:MAX_PAYLOADS_PER_CALL]
-        if not self._inbound.allow(sender, self.now_ms(), cost=max(1, len(payloads))):
+        payloads, dropped = RULES.admit(payloads)
+        if dropped:
+            self.counters["dropped_oversized_call"] += dropped
+        if not self._inbound.allow(sender, len(payloads), self.now_ms()):
             self.counters["rate_limited_in"] += len(payloads)
             return []
         return list(payloads)
@@ -229,6 +232,9 @@ class Host:
                     self._buffer(d, p)
 
     def _buffer(self, dest: str, payload: bytes) -> None:
+        if not RULES.fits(payload):  # no receiver could decode it: dropped here, and counted
+            self.counters["dropped_oversized_out"] += 1
+            return
         if dest in self.blocked:
             self.counters["dropped_partition_out"] += 1
             return
@@ -253,6 +259,9 @@ class Host:
             batch = self._buffers.pop(dest)
             if not batch:
                 continue
+            first = RULES.split([len(p) for p in batch])[0]  # one call's worth; the rest waits
+            if first.stop < len(batch):
+                batch, self._buffers[dest] = batch[:first.stop], batch[first.stop:]
             if actor == dest:
                 self._call(actor, batch, None)
             else:
