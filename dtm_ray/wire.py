@@ -167,17 +167,24 @@ def _decoder_for(expected: type | tuple[type, ...] | None) -> msgspec.msgpack.De
 
 Str = Annotated[str, msgspec.Meta(max_length=MAX_STR_CHARS)]
 Bytes = Annotated[bytes, msgspec.Meta(max_length=MAX_FIELD_BYTES)]
-_BOUNDED: set[type] = set()
 _VALUE_CHECKERS: dict[type, Any] = {}  # class -> check(msg) of its Value fields, or None
+_DECLARED: dict[type, dict[str, Any]] = {}  # class -> its field types as declared (with Value)
+
+
+def _declared(cls: type) -> dict[str, Any]:
+    """The field types ``cls`` was declared with, read before ``_install_bounds`` replaces them."""
+    hints = _DECLARED.get(cls)
+    if hints is None:
+        hints = _DECLARED[cls] = typing.get_type_hints(cls, globalns=_globals_of(cls))
+    return hints
 
 
 def _install_bounds(cls: type) -> None:
     """Replace ``cls``'s field annotations by their bounded forms, before msgspec reads them."""
-    if cls in _BOUNDED:
+    if cls in _VALUE_CHECKERS:
         return
-    hints = typing.get_type_hints(cls, globalns=_globals_of(cls))
+    hints = _declared(cls)
     cls.__annotations__ = {name: _bounded(hints[name]) for name in cls.__struct_fields__}
-    _BOUNDED.add(cls)
     _VALUE_CHECKERS[cls] = _value_checker(cls, hints)
     for tp in hints.values():
         for inner in _message_classes_in(tp):
@@ -246,8 +253,7 @@ def _checker_for(tp: Any):
     if tp is Value:
         return _check_value_field
     if isinstance(tp, type) and issubclass(tp, Message):
-        hints = typing.get_type_hints(tp, globalns=_globals_of(tp))
-        if _value_checker(tp, hints) is None:
+        if _value_checker(tp, _declared(tp)) is None:
             return None
         return lambda msg: _VALUE_CHECKERS[tp](msg)  # installed by _install_bounds(tp)
     origin, args = typing.get_origin(tp), typing.get_args(tp)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import msgpack
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +19,15 @@ class Inner(Message, tag=900):
 
 class Inner2(Message, tag=903):
     x: int
+
+
+class Leaf(Message, tag=904):
+    value: Value
+
+
+class Holder(Message, tag=905):
+    leaves: tuple[Leaf, ...]
+    maybe: Leaf | None
 
 
 class Sample(Message, tag=901):
@@ -54,7 +63,7 @@ def test_messages_are_frozen():
 
 
 def raw(*fields) -> bytes:
-    return msgpack.packb([901, *fields], use_bin_type=True)
+    return msgspec.msgpack.encode([901, *fields])
 
 
 GOOD = [7, True, "x", [1], [900, "a", b""], None, None]
@@ -65,9 +74,9 @@ GOOD = [7, True, "x", [1], [900, "a", b""], None, None]
     [
         (raw(*GOOD) + b"\x00", "trailing"),
         (raw(*GOOD)[:-3], "not msgpack"),
-        (msgpack.packb([999, 1]), r"Invalid value 999 - at `\$\[0\]`"),  # an unknown kind
-        (msgpack.packb({"kind": 901}), "Expected `array`, got `object`"),
-        (msgpack.packb([]), "Expected `array` of at least length 1"),
+        (msgspec.msgpack.encode([999, 1]), r"Invalid value 999 - at `\$\[0\]`"),  # an unknown kind
+        (msgspec.msgpack.encode({"kind": 901}), "Expected `array`, got `object`"),
+        (msgspec.msgpack.encode([]), "Expected `array` of at least length 1"),
         (raw(*GOOD[:-1]), "Expected `array` of at least length 8, got 7"),
         (raw(*GOOD, 5), "non-canonical"),  # one field too many: msgspec skips it, re-encoding does not
         (raw(True, *GOOD[1:]), "Expected `int`, got `bool`"),
@@ -79,7 +88,7 @@ GOOD = [7, True, "x", [1], [900, "a", b""], None, None]
         (raw(7, True, "x", [1], [900, "a", "not bytes"], None, None), "Expected `bytes`, got `str`"),
         (raw(*GOOD[:-1], {"b": 1, "a": 2}), "canonical"),
         (raw(*GOOD[:-1], 1.5), "float is not a Value"),
-        (raw(*GOOD[:-1], [1, msgpack.ExtType(1, b"x")]), "Ext is not a Value"),
+        (raw(*GOOD[:-1], [1, msgspec.msgpack.Ext(1, b"x")]), "Ext is not a Value"),
         (raw(*GOOD[:-1], {"a": {1: 2}}), "map key int is not a str"),
         (raw(*GOOD[:-1], [[[[[[[[[[[1]]]]]]]]]]]), "deeper"),
         (raw(*GOOD[:-1], ["x" * (wire.MAX_STR_CHARS + 1)]), "exceeds"),
@@ -87,7 +96,7 @@ GOOD = [7, True, "x", [1], [900, "a", b""], None, None]
         (raw(7, True, "x", [0] * (wire.MAX_ITEMS + 1), *GOOD[4:]), f"length <= {wire.MAX_ITEMS}"),
         (raw(7, True, "x", [1], [900, "a", bytes(wire.MAX_FIELD_BYTES + 1)], None, None),
          f"length <= {wire.MAX_FIELD_BYTES}"),
-        (msgpack.packb(msgpack.ExtType(1, b"x")), "got `ext`"),
+        (msgspec.msgpack.encode(msgspec.msgpack.Ext(1, b"x")), "got `ext`"),
         (b"", "not msgpack"),
         (b"\xc1", "not msgpack"),
         # The field 7 written as a uint8 (0xcc 0x07) instead of a positive fixint: same value, other bytes.
@@ -102,6 +111,19 @@ def test_decoder_rejects_malformed_input(payload, complaint):
 def test_decoder_rejects_oversized_messages_before_parsing():
     with pytest.raises(DecodeError, match="exceeds"):
         decode(b"\x00" * (wire.MAX_MESSAGE_BYTES + 1))
+
+
+@pytest.mark.parametrize("expected", [None, Holder, Leaf])
+def test_values_nested_in_other_messages_are_checked_too(expected):
+    """Value fields are checked wherever they sit: in a tuple of messages, in an optional one,
+    and whichever decoder (any message, or one class) saw its class first."""
+    assert decode(encode(Leaf([1])), expected and Leaf) == Leaf([1])
+    deep: object = 1
+    for _ in range(wire.MAX_VALUE_DEPTH + 2):
+        deep = [deep]
+    for bad in (Holder((Leaf(1), Leaf(deep)), None), Holder((), Leaf(1.5))):
+        with pytest.raises(DecodeError, match="deeper|float is not a Value"):
+            decode(encode(bad), expected and Holder)
 
 
 def test_decoder_rejects_the_wrong_expected_class():
@@ -141,7 +163,7 @@ def test_the_message_decorator_makes_the_same_struct():
             return 2 * self.x
 
     assert isinstance(Old(2), Message) and Old(2).double() == 4
-    assert decode(encode(Old(2))) == Old(2) and encode(Old(2)) == msgpack.packb([902, 2])
+    assert decode(encode(Old(2))) == Old(2) and encode(Old(2)) == msgspec.msgpack.encode([902, 2])
 
 
 @settings(max_examples=300, deadline=None)
