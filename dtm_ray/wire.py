@@ -105,7 +105,7 @@ def encode(msg: Any) -> bytes:
         raise EncodeError(f"{type(msg).__name__} is not a registered message")
     try:
         return _ENCODER.encode(msg)
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise EncodeError(f"cannot encode {type(msg).__name__}: {exc}") from exc
 
 
@@ -305,7 +305,7 @@ def check_value(v: Any) -> Any:
     returns it as the decoder would (tuples become lists, dicts sorted)."""
     try:
         value = _VALUE_DECODER.decode(_ENCODER.encode(v))
-    except (msgspec.DecodeError, TypeError, OverflowError) as exc:
+    except (msgspec.DecodeError, TypeError, OverflowError, RecursionError) as exc:
         raise DecodeError(f"not a Value: {exc}") from None
     _check_value(value, 0)
     return value

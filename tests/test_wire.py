@@ -148,6 +148,16 @@ def test_encoding_an_unregistered_object_is_a_local_error():
         encode(sample(number=2**64))
 
 
+def test_check_value_refuses_what_the_decoder_would_refuse():
+    deep: object = 1
+    for _ in range(100_000):  # beyond the interpreter's recursion limit, not only MAX_VALUE_DEPTH
+        deep = [deep]
+    for bad in (deep, [[[[[[[[[[[1]]]]]]]]]]], 1.5, {1: 2}, object(), 2**70, "x" * (wire.MAX_STR_CHARS + 1)):
+        with pytest.raises(DecodeError):
+            wire.check_value(bad)
+    assert wire.check_value({"b": (1, 2), "a": None}) == {"a": None, "b": [1, 2]}
+
+
 def test_a_kind_is_used_once():
     with pytest.raises(EncodeError, match="kind 900 already used by Inner"):
         class Twin(Message, tag=900):
