@@ -270,7 +270,13 @@ def _checker_for(tp: Any):
     return None
 
 
+_SCALARS = frozenset((type(None), bool, int, bytes))
+
+
 def _check_value_field(v: Any) -> None:
+    t = type(v)
+    if t in _SCALARS or (t is str and len(v) <= MAX_STR_CHARS):  # most Values: no walk
+        return
     _check_value(v, 0)
 
 
