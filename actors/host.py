@@ -46,7 +46,7 @@ from actors import names
 from actors.channel import Channels
 from actors.metrics import MetricsExporter
 from actors.peers import Peers
-from dtm_ray.limits import TokenBucket
+from dtm_ray.transport import DEFAULT_RULES, InboundBudget
 from dtm_ray.node import Node, drive
 
 # Tuning knobs (environment, read once per process; the benchmark sweeps them).
@@ -56,12 +56,12 @@ BUSY_WINDOW_MS = 200
 MAX_BUFFERED = 20_000
 MAX_QUEUED_CALLS = 10_000
 COMMAND_TIMEOUT_S = 30.0
-# Inbound limits (a flooding or buggy peer must not stall this actor's loop or starve the others):
-# at most this many payloads are taken from one call, and each channel's messages pass a token
-# bucket. Both are far above what a correct peer sends (a batch carries many requests per message).
-MAX_PAYLOADS_PER_CALL = 4096
-INBOUND_RATE_PER_S = 50_000
-INBOUND_BURST = 20_000
+# The transport's rules, shared with the simulated network (``dtm_ray.transport``): the largest
+# message, one call's caps (a flooding or buggy peer must not stall this actor's loop or starve
+# the others), and each channel's inbound token bucket. All far above what a correct peer sends.
+RULES = DEFAULT_RULES
+MAX_PAYLOADS_PER_CALL = RULES.max_messages_per_call  # the names the tests and benchmarks use
+INBOUND_BURST = RULES.inbound_burst
 
 Transformer = Callable[[str, bytes], Any]
 
@@ -100,7 +100,7 @@ class Host:
         self._last_activity_ms = 0
         self._next_refresh_ms = 0
         self.counters: collections.Counter = collections.Counter()
-        self._inbound = TokenBucket(INBOUND_RATE_PER_S, INBOUND_BURST)
+        self._inbound = InboundBudget(RULES)
         self.metrics = MetricsExporter(party, role)
         self.last_error: str | None = None
         self._stopped = False
@@ -254,6 +254,9 @@ class Host:
             if not isinstance(payload, bytes):
                 self.counters["rejected_non_bytes"] += 1
                 continue
+            if not RULES.fits(payload):
+                self.counters["dropped_oversized_in"] += 1
+                continue
             self.counters["messages_in"] += 1
             self.counters["bytes_in"] += len(payload)
             self._core_receive(self.core.receive, sender, payload)
@@ -274,6 +277,9 @@ class Host:
                 if receive_for is None or not isinstance(payload, bytes) or not isinstance(dest, str):
                     self.counters["rejected_non_bytes"] += 1
                     continue
+                if not RULES.fits(payload):
+                    self.counters["dropped_oversized_in"] += 1
+                    continue
                 self.counters["messages_in"] += 1
                 self.counters["bytes_in"] += len(payload)
                 self._core_receive(receive_for, dest, sender, payload)
@@ -284,11 +290,11 @@ class Host:
         if not isinstance(payloads, (list, tuple)) or not isinstance(sender, str):
             self.counters["rejected_malformed_call"] += 1
             return []
-        if len(payloads) > MAX_PAYLOADS_PER_CALL:
-            self.counters["dropped_oversized_call"] += len(payloads) - MAX_PAYLOADS_PER_CALL
-            payloads = payloads[:MAX_PAYLOADS_PER_CALL]
+        payloads, dropped = RULES.admit(payloads)
+        if dropped:
+            self.counters["dropped_oversized_call"] += dropped
         channel = self.channels.budget_key(sender, token)
-        if not self._inbound.allow(channel, self.now_ms(), cost=max(1, len(payloads))):
+        if not self._inbound.allow(channel, len(payloads), self.now_ms()):
             self.counters["rate_limited_in"] += len(payloads)
             return []
         return list(payloads)
@@ -323,6 +329,9 @@ class Host:
                     self._buffer(d, p)
 
     def _buffer(self, dest: str, payload: bytes) -> None:
+        if not RULES.fits(payload):  # no receiver could decode it: dropped here, and counted
+            self.counters["dropped_oversized_out"] += 1
+            return
         if dest in self.blocked:
             self.counters["dropped_partition_out"] += 1
             return
@@ -347,6 +356,9 @@ class Host:
             batch = self._buffers.pop(dest)
             if not batch:
                 continue
+            first = RULES.split([len(p) for p in batch])[0]  # one call's worth; the rest waits
+            if first.stop < len(batch):
+                batch, self._buffers[dest] = batch[:first.stop], batch[first.stop:]
             if actor == dest:
                 self._call(actor, batch, None)
             else:

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from typing import Any, Iterable
 
-import msgpack
+import msgspec
 
 from dtm_ray.config import ClusterConfig
 from dtm_ray.errors import ConfigError, LocalError
@@ -97,7 +97,7 @@ def _load_or_create_keys(cfg: ClusterConfig, data_dir: str) -> dict[str, dict]:
     path = os.path.join(data_dir, KEY_FILE)
     if os.path.exists(path):
         with open(path, "rb") as fh:
-            stored = msgpack.unpackb(fh.read(), raw=False)
+            stored = msgspec.msgpack.decode(fh.read())
         if sorted(stored) != sorted(cfg.parties):
             raise ConfigError(f"data_dir {data_dir!r} holds a cluster of parties {sorted(stored)}, "
                               f"not {sorted(cfg.parties)}: use another data_dir or the same "
@@ -106,7 +106,7 @@ def _load_or_create_keys(cfg: ClusterConfig, data_dir: str) -> dict[str, dict]:
     rings = {p: k.to_dict() for p, k in generate_keys(cfg.parties, cfg.key_seed).items()}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(msgpack.packb(rings, use_bin_type=True))
+        fh.write(msgspec.msgpack.encode(rings))
     return rings
 
 

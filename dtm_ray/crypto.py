@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dtm_ray.errors import AuthError, LocalError
-from dtm_ray.wire import decode, encode, message
+from dtm_ray.wire import Message, decode, encode
 
 CONTEXT = b"dtm-ray/1\x00"
 MAC_LEN = 32
@@ -53,8 +53,7 @@ def digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-@message(kind=1)
-class Envelope:
+class Envelope(Message, tag=1):
     """An authenticated message: ``body`` is the canonical encoding of the inner message.
 
     ``auth`` is a signature, a pairwise MAC, or an authenticator (one MAC per replica,

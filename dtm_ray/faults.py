@@ -20,10 +20,11 @@ replica's send path.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections import deque
 from typing import Any, Callable, Iterable
+
+import msgspec
 
 from dtm_ray.crypto import Envelope, KeyRing, seal_mac, seal_signed
 from dtm_ray.errors import ConfigError, DtmError, RemoteProtocolError
@@ -108,7 +109,7 @@ def wrong_digest(*, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Be
             return [(dest, payload)]
         msg = opened[1]
         bogus = bytes(rng.getrandbits(8) for _ in range(len(msg.digest) or 32))
-        return [(dest, reseal(keys, dest, dataclasses.replace(msg, digest=bogus)))]
+        return [(dest, reseal(keys, dest, msgspec.structs.replace(msg, digest=bogus)))]
 
     return behaviour
 
@@ -122,7 +123,7 @@ def wrong_result(*, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Be
         if opened is None or not isinstance(opened[1], Reply):
             return [(dest, payload)]
         lie = _flip_bit(opened[1].result, rng) if rng.random() < 0.5 else rng.randbytes(8)
-        return [(dest, reseal(keys, dest, dataclasses.replace(opened[1], result=lie)))]
+        return [(dest, reseal(keys, dest, msgspec.structs.replace(opened[1], result=lie)))]
 
     return behaviour
 
@@ -163,7 +164,7 @@ def stale_view(*, keys: KeyRing, config: PbftConfig, rng: random.Random) -> Beha
         stale = min(state["stuck"], view - 1) if view > 0 else None
         if stale is None or stale < 0:
             return [(dest, payload)]
-        return [(dest, reseal(keys, dest, dataclasses.replace(msg, **{field: stale})))]
+        return [(dest, reseal(keys, dest, msgspec.structs.replace(msg, **{field: stale})))]
 
     return behaviour
 
@@ -179,7 +180,7 @@ def future_view(*, keys: KeyRing, config: PbftConfig, rng: random.Random, rate: 
         if field is None or rng.random() >= rate:
             return [(dest, payload)]
         ahead = getattr(opened[1], field) + rng.randint(1, 5)
-        return [(dest, reseal(keys, dest, dataclasses.replace(opened[1], **{field: ahead})))]
+        return [(dest, reseal(keys, dest, msgspec.structs.replace(opened[1], **{field: ahead})))]
 
     return behaviour
 
@@ -313,7 +314,7 @@ class Conspiracy:
             return None
         if requests:
             self.last_request = requests[-1]
-        return dataclasses.replace(pp, requests=alt, digest=batch_digest(alt, pp.proposals))
+        return msgspec.structs.replace(pp, requests=alt, digest=batch_digest(alt, pp.proposals))
 
 
 def equivocator(keys: KeyRing, config: PbftConfig, conspiracy: Conspiracy) -> Behaviour:
@@ -331,7 +332,7 @@ def equivocator(keys: KeyRing, config: PbftConfig, conspiracy: Conspiracy) -> Be
         if isinstance(msg, (Prepare, Commit)):
             shown = conspiracy.shown.get((msg.view, msg.seq), {}).get(dest)
             if shown is not None and shown != msg.digest:
-                return [(dest, reseal(keys, dest, dataclasses.replace(msg, digest=shown)))]
+                return [(dest, reseal(keys, dest, msgspec.structs.replace(msg, digest=shown)))]
         return [(dest, payload)]
 
     def _relayed(dest: str, payload: bytes) -> Outgoing:

@@ -7,13 +7,12 @@ import pytest
 from dtm_ray.crypto import (Envelope, generate_keys, open_envelope, open_mac, open_signed, seal_authenticated,
                             seal_mac, seal_signed)
 from dtm_ray.errors import AuthError, DecodeError
-from dtm_ray.wire import decode, encode, message
+from dtm_ray.wire import Message, decode, encode
 
 PARTIES = ["R0", "R1", "R2", "R3", "alice", "db-0"]
 
 
-@message(kind=910)
-class Note:
+class Note(Message, tag=910):
     text: str
 
 

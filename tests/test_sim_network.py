@@ -11,6 +11,8 @@ from dtm_ray.node import Outbox, Ready
 from dtm_ray.sim.network import Network, NetworkConfig
 from dtm_ray.sim.simulation import Simulation
 from dtm_ray.storage import MemoryStorage
+from dtm_ray.transport import DEFAULT_RULES, TransportRules
+from dtm_ray.wire import MAX_FIELD_BYTES
 
 
 class EchoNode:
@@ -201,3 +203,114 @@ def test_a_slow_party_answers_late_until_healed():
     sim.network.heal()
     ping_all(sim, "a", ["b"], 1)
     assert sim.run_until(lambda: len(pongs(sim, "a")) == 2, max_ms=2 * NetworkConfig().max_delay_ms)
+
+
+# -- the host's transport rules hold in the simulator too -----------------------------------------
+
+
+def send_raw(sim: Simulation, src: str, dest: str, payloads: list[bytes]) -> None:
+    """``src`` sends these payloads to ``dest`` in one step (one host call)."""
+    def send(node):
+        for payload in payloads:
+            node._out.send(dest, payload, after_persist=False)
+    sim.invoke(src, send)
+
+
+def received(sim: Simulation, party: str) -> list[bytes]:
+    return [o.output[1] for o in sim.outputs if o.party == party]
+
+
+def test_a_message_over_the_limit_is_dropped_and_counted_one_at_the_limit_arrives():
+    rules = TransportRules(max_message_bytes=1000)
+    sim = Simulation(1, transport=rules)
+    for p in ("a", "b"):
+        sim.add_node(p, lambda storage, p=p: EchoNode(p, storage))
+    send_raw(sim, "a", "b", [b"x" * 1000, b"y" * 1001])
+    sim.run_for(50)
+    assert received(sim, "b") == [b"x" * 1000]
+    c = sim.network.counters
+    assert c.oversized == 1 and c.oversized_by_link == {("a", "b"): 1001}
+    assert c.messages == 2 and c.delivered == 1  # offered and counted, never routed
+
+
+def test_a_long_batch_travels_in_calls_within_the_caps():
+    sim = Simulation(1, transport=TransportRules(max_messages_per_call=3, max_bytes_per_call=1000,
+                                                  max_message_bytes=1000))
+    for p in ("a", "b"):
+        sim.add_node(p, lambda storage, p=p: EchoNode(p, storage))
+    send_raw(sim, "a", "b", [b"m%d" % i for i in range(7)] + [b"z" * 600, b"w" * 600])
+    assert sim.run_until(lambda: len(received(sim, "b")) == 9, 100)
+    # 3 messages, 3 messages, m6 + 600 B, then 600 B more would pass the 1000 B cap: a fourth call
+    assert sim.network.counters.calls == 4
+
+
+def test_a_sender_over_its_inbound_budget_is_refused_and_counted_others_are_not():
+    sim = Simulation(1, transport=TransportRules(inbound_rate_per_s=1, inbound_burst=5))
+    for p in ("a", "b", "c"):
+        sim.add_node(p, lambda storage, p=p: EchoNode(p, storage))
+    send_raw(sim, "a", "b", [b"a%d" % i for i in range(5)])
+    send_raw(sim, "a", "b", [b"late"])  # a second call, over a's budget at b
+    send_raw(sim, "c", "b", [b"from-c"])
+    sim.run_for(50)
+    assert sorted(received(sim, "b")) == sorted([b"a%d" % i for i in range(5)] + [b"from-c"])
+    assert sim.network.counters.rate_limited == 1
+
+
+def test_the_simulator_refuses_exactly_what_the_host_refuses():
+    """The host (``actors/host.py``) and the simulated network decide with the same rules: a
+    payload one byte over the limit leaves neither, one at the limit leaves both."""
+
+    from actors import host as host_module
+    from actors.toy import ToyCore
+
+    limit = host_module.RULES.max_message_bytes
+    assert limit == DEFAULT_RULES.max_message_bytes == MAX_FIELD_BYTES
+    payloads = [b"x" * limit, b"y" * (limit + 1)]
+
+    sent = []
+
+    class Done:
+        def future(self):
+            import concurrent.futures
+
+            done = concurrent.futures.Future()
+            done.set_result(None)
+            return done
+
+    class Peer:
+        def __init__(self):
+            self.deliver = self
+
+        def remote(self, sender, batch, token=b""):
+            sent.extend(batch)
+            return Done()
+
+    storage = MemoryStorage()
+    host = host_module.Host("a", "ns", ToyCore("a", storage), storage, tick_ms=10_000, start=False)
+    host.peers.set("b", Peer())
+    host._enqueue([("b", p) for p in payloads])
+    host._flush()
+    host_dropped = host.counters["dropped_oversized_out"]
+    sim = echo_world(1, parties=("a", "b"))
+    send_raw(sim, "a", "b", payloads)
+    sim.run_for(50)
+    assert [len(p) for p in received(sim, "b")] == [len(p) for p in sent] == [limit]
+    assert sim.network.counters.oversized == host_dropped == 1
+
+
+def test_a_request_too_big_for_the_transport_is_a_counted_drop_not_a_silent_success():
+    """A PBFT run whose client request exceeds the limit: no replica ever gets it, and the
+    network says so (without the rules it would simply be executed)."""
+    from dtm_ray.pbft import kvapp
+    from dtm_ray.sim.pbft_world import build_world
+
+    world = build_world(3, 4, clients=1)
+    world.sim.network.set_rules(TransportRules(max_message_bytes=4096))
+    client = world.clients[0]
+    world.sim.invoke(client, lambda core: core.submit(kvapp.put("k", "v" * 8000)))
+    assert not world.sim.run_until(lambda: bool(world.answered()), 2_000)
+    c = world.sim.network.counters
+    assert c.oversized > 0
+    assert {src for src, _ in c.oversized_by_link} == {client}
+    assert all(size > 8000 for size in c.oversized_by_link.values())
+    assert all(world.replica(r).status()["executed_seq"] == 0 for r in world.replicas)

@@ -9,26 +9,23 @@ from __future__ import annotations
 
 from dtm_ray.crypto import Envelope
 from dtm_ray.pbft.app import Outgoing, ReplyItem, Verdict
-from dtm_ray.wire import DecodeError, Value, decode, encode, message
+from dtm_ray.wire import DecodeError, Message, Value, decode, encode
 
 OPS = ("put", "get", "incr")
 
 
-@message(30)
-class KvOp:
+class KvOp(Message, tag=30):
     op: str  # one of OPS
     key: str
     value: Value  # put: the value; incr: the delta (int); get: None
 
 
-@message(31)
-class KvResult:
+class KvResult(Message, tag=31):
     ok: bool
     value: Value  # the value after the operation (get, put, incr), or the reason when not ok
 
 
-@message(32)
-class KvSnapshot:
+class KvSnapshot(Message, tag=32):
     data: Value  # dict key -> value
     proposals_executed: tuple[bytes, ...]
 

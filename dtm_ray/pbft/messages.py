@@ -19,21 +19,19 @@ from __future__ import annotations
 
 from dtm_ray.crypto import Envelope, KeyRing, digest, open_signed, seal_authenticated, seal_signed
 from dtm_ray.errors import AuthError
-from dtm_ray.wire import decode, encode, message
+from dtm_ray.wire import Message, decode, encode
 
 # ---------------------------------------------------------------------------------------------
 # Client <-> replicas
 
 
-@message(10)
-class Request:
+class Request(Message, tag=10):
     client: str
     request_id: int  # strictly increasing per client
     operation: bytes  # opaque to PBFT; the App decodes it
 
 
-@message(11)
-class Reply:
+class Reply(Message, tag=11):
     view: int  # the view the replica was in when it executed (clients track the primary with it)
     client: str
     request_id: int
@@ -44,8 +42,7 @@ class Reply:
 # Normal case
 
 
-@message(12)
-class PrePrepare:
+class PrePrepare(Message, tag=12):
     view: int
     seq: int
     digest: bytes  # batch_digest(requests, proposals)
@@ -53,22 +50,19 @@ class PrePrepare:
     proposals: tuple[bytes, ...]  # App proposals (e.g. DECIDE), checked with validate_proposal
 
 
-@message(13)
-class Prepare:
+class Prepare(Message, tag=13):
     view: int
     seq: int
     digest: bytes
 
 
-@message(14)
-class Commit:
+class Commit(Message, tag=14):
     view: int
     seq: int
     digest: bytes
 
 
-@message(15)
-class Checkpoint:
+class Checkpoint(Message, tag=15):
     seq: int
     state_digest: bytes  # state_digest(app snapshot, client table) after executing seq
 
@@ -77,8 +71,7 @@ class Checkpoint:
 # View change
 
 
-@message(16)
-class PreparedProof:
+class PreparedProof(Message, tag=16):
     """A prepared certificate: the primary's signed PRE-PREPARE and 2f signed matching PREPAREs
     from distinct backups."""
 
@@ -86,16 +79,14 @@ class PreparedProof:
     prepares: tuple[bytes, ...]
 
 
-@message(17)
-class ViewChange:
+class ViewChange(Message, tag=17):
     new_view: int
     stable_seq: int  # the sender's stable checkpoint
     checkpoint_proof: tuple[bytes, ...]  # 2f+1 signed CHECKPOINTs for stable_seq (empty at 0)
     prepared: tuple[PreparedProof, ...]  # one per seq above stable_seq prepared in any view
 
 
-@message(18)
-class NewView:
+class NewView(Message, tag=18):
     view: int
     view_changes: tuple[bytes, ...]  # 2f+1 signed VIEW-CHANGEs for ``view``
     preprepares: tuple[bytes, ...]  # signed PRE-PREPAREs of ``view`` for every seq re-proposed
@@ -105,13 +96,11 @@ class NewView:
 # State transfer
 
 
-@message(19)
-class StateRequest:
+class StateRequest(Message, tag=19):
     seq: int  # the lowest stable checkpoint the requester would accept
 
 
-@message(20)
-class StateReply:
+class StateReply(Message, tag=20):
     seq: int
     state: bytes  # encode(ReplicaState) at seq
     proof: tuple[bytes, ...]  # 2f+1 signed CHECKPOINTs of seq whose digest is digest(state)
@@ -121,15 +110,13 @@ class StateReply:
 # The checkpointed state and the batch a digest covers
 
 
-@message(21)
-class ClientRecord:
+class ClientRecord(Message, tag=21):
     client: str
     request_id: int  # last executed request of this client
     result: bytes | None  # its reply, once the App produced it (replies can be deferred)
 
 
-@message(22)
-class ReplicaState:
+class ReplicaState(Message, tag=22):
     """What a checkpoint certifies: the App snapshot and the client table (replay protection)."""
 
     seq: int
@@ -137,8 +124,7 @@ class ReplicaState:
     clients: tuple[ClientRecord, ...]  # sorted by client
 
 
-@message(23)
-class Batch:
+class Batch(Message, tag=23):
     requests: tuple[bytes, ...]
     proposals: tuple[bytes, ...]
 
@@ -198,8 +184,7 @@ def open_request(keys: KeyRing, replicas: tuple[str, ...], scheme: str, env: Env
     return req
 
 
-@message(24)
-class StableRecord:
+class StableRecord(Message, tag=24):
     """A replica's stable checkpoint as persisted: the state and its proof."""
 
     seq: int
@@ -207,8 +192,7 @@ class StableRecord:
     proof: tuple[bytes, ...]
 
 
-@message(26)
-class EvidenceRecord:
+class EvidenceRecord(Message, tag=26):
     """A proof of misbehaviour as persisted (``persist.EVIDENCE_PREFIX``): who, what, the proof."""
 
     accused: str
@@ -216,15 +200,13 @@ class EvidenceRecord:
     proof: tuple[bytes, ...]
 
 
-@message(25)
-class SlotRequest:
+class SlotRequest(Message, tag=25):
     """MAC'd: "I am stuck at ``seq`` (no PRE-PREPARE or no quorum): send me what you have"."""
 
     seq: int
 
 
-@message(27)
-class Status:
+class Status(Message, tag=27):
     """MAC'd, sent by an idle replica now and then (PBFT's status messages, section 5.2): where it
     stands, so that a replica that fell behind while the cluster went quiet learns it (from f+1
     of them) and peers can send it what it lacks."""

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-import msgpack
+import msgspec
 
 from dtm_ray.crypto import Envelope, KeyRing, seal_mac, seal_signed
 from dtm_ray.node import Outgoing
@@ -51,7 +51,7 @@ def nested(depth: int) -> bytes:
     value: object = 0
     for _ in range(depth):
         value = [value]
-    return msgpack.packb(value)
+    return msgspec.msgpack.encode(value)
 
 
 def wrong_type_for(target_kind: str) -> object:

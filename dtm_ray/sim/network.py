@@ -16,6 +16,11 @@ Rules of this module:
   the lossy settings to the network's initial ``NetworkConfig``.
 - Everything offered to the network is counted (messages, bytes, drops, duplicates), so a
   benchmark can report messages and bytes per committed request.
+- The host's transport rules (``dtm_ray.transport.TransportRules``) hold here too, before any
+  fault: what one party sends one destination in one step is one call, as the Ray host
+  coalesces it; a message over the size limit is dropped and counted (``oversized``), a batch is
+  split into calls within the per-call caps, and each call is charged to the receiver's budget
+  for that sender (over budget: ``rate_limited``). Nothing the real cluster refuses arrives here.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from dtm_ray.errors import ConfigError
+from dtm_ray.transport import DEFAULT_RULES, InboundBudget, TransportRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,22 +62,35 @@ class NetworkCounters:
     dropped: int = 0  # lost to drop_rate
     blocked: int = 0  # lost to a partition or a cut
     duplicated: int = 0
+    calls: int = 0  # host calls the messages travelled in (a long batch takes several)
+    oversized: int = 0  # refused by the transport rules: over max_message_bytes
+    rate_limited: int = 0  # refused by the transport rules: over the receiver's inbound budget
     by_sender: dict[str, int] = field(default_factory=dict)
+    oversized_by_link: dict[tuple[str, str], int] = field(default_factory=dict)  # (src, dest) -> largest
 
     def as_dict(self) -> dict:
         return {"messages": self.messages, "bytes": self.bytes, "delivered": self.delivered,
-                "dropped": self.dropped, "blocked": self.blocked, "duplicated": self.duplicated}
+                "dropped": self.dropped, "blocked": self.blocked, "duplicated": self.duplicated,
+                "calls": self.calls, "oversized": self.oversized, "rate_limited": self.rate_limited}
 
 
 class Network:
-    def __init__(self, rng: random.Random, config: NetworkConfig | None = None) -> None:
+    def __init__(self, rng: random.Random, config: NetworkConfig | None = None,
+                 rules: TransportRules = DEFAULT_RULES) -> None:
         self._rng = rng
+        self.rules = rules
+        self._budgets: dict[str, InboundBudget] = {}  # per receiver
         self._initial = config or NetworkConfig()
         self.config = self._initial
         self._group_of: dict[str, int] = {}
         self._cut: set[tuple[str, str]] = set()
         self._slow: dict[str, int] = {}  # party -> extra delay on everything it sends
         self.counters = NetworkCounters()
+
+    def set_rules(self, rules: TransportRules) -> None:
+        """Other transport rules from now on (a test's smaller limits); budgets start afresh."""
+        self.rules = rules
+        self._budgets.clear()
 
     # -- faults ---------------------------------------------------------------------------------
     def set_lossy(self, **changes) -> None:
@@ -122,7 +141,51 @@ class Network:
         g_src, g_dest = self._group_of.get(src), self._group_of.get(dest)
         return g_src is None or g_dest is None or g_src == g_dest
 
-    # -- the one decision -----------------------------------------------------------------------
+    # -- the transport rules, then the one decision per message --------------------------------
+    def route_step(self, src: str, messages: list[tuple[str, bytes]], now_ms: int) -> list[tuple[str, bytes, int]]:
+        """What ``src`` sends in one step, as the host would carry it: ``(dest, payload, delay)``
+        for every copy that arrives. The rules decide per destination (one call each, split by
+        the caps); the faults then decide per message, in the order they were sent."""
+        by_dest: dict[str, list[int]] = {}
+        for index, (dest, _) in enumerate(messages):
+            by_dest.setdefault(dest, []).append(index)
+        admitted = [False] * len(messages)
+        for dest, indices in by_dest.items():
+            for index in self._admitted(src, dest, [(i, messages[i][1]) for i in indices], now_ms):
+                admitted[index] = True
+        return [(dest, payload, delay) for (dest, payload), ok in zip(messages, admitted) if ok
+                for delay in self.route(src, dest, payload)]
+
+    def _admitted(self, src: str, dest: str, call: list[tuple[int, bytes]], now_ms: int) -> list[int]:
+        """The indices of the messages of one call that the transport rules let through."""
+        rules, c = self.rules, self.counters
+        sendable = []
+        for index, payload in call:
+            if rules.fits(payload):
+                sendable.append((index, payload))
+            else:
+                self._refused(src, payload)
+                c.oversized += 1
+                c.oversized_by_link[(src, dest)] = max(c.oversized_by_link.get((src, dest), 0), len(payload))
+        budget = self._budgets.get(dest) or self._budgets.setdefault(dest, InboundBudget(rules))
+        out = []
+        for part in rules.split([len(payload) for _, payload in sendable]):
+            c.calls += 1
+            if budget.allow(src, len(part), now_ms):
+                out.extend(sendable[i][0] for i in part)
+            else:
+                for i in part:
+                    self._refused(src, sendable[i][1])
+                c.rate_limited += len(part)
+        return out
+
+    def _refused(self, src: str, payload: bytes) -> None:
+        """Offered, so counted as offered, but never routed."""
+        c = self.counters
+        c.messages += 1
+        c.bytes += len(payload)
+        c.by_sender[src] = c.by_sender.get(src, 0) + 1
+
     def route(self, src: str, dest: str, payload: bytes) -> list[int]:
         """The delays (ms) after which copies of this message arrive: [] lost, 2 items duplicated."""
         c = self.counters

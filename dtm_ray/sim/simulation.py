@@ -32,6 +32,7 @@ from dtm_ray.errors import LocalError
 from dtm_ray.node import Node, Outgoing, drive
 from dtm_ray.sim.network import Network, NetworkConfig
 from dtm_ray.storage import MemoryStorage
+from dtm_ray.transport import DEFAULT_RULES, TransportRules
 
 Behaviour = Callable[[str, bytes], Iterable[Outgoing]]
 NodeFactory = Callable[[MemoryStorage], Node]
@@ -76,11 +77,12 @@ class SimCounters:
 
 
 class Simulation:
-    def __init__(self, seed: int, *, network: NetworkConfig | None = None, tick_ms: int = 5) -> None:
+    def __init__(self, seed: int, *, network: NetworkConfig | None = None, tick_ms: int = 5,
+                 transport: TransportRules = DEFAULT_RULES) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.now_ms = 0
-        self.network = Network(self.rng, network)
+        self.network = Network(self.rng, network, transport)
         self.default_tick_ms = tick_ms
         self.parties: dict[str, Party] = {}
         self.outputs: list[Observed] = []
@@ -244,9 +246,12 @@ class Simulation:
         src = party.party_id
         if party.behaviour is not None:
             messages = [out for dest, payload in messages for out in party.behaviour(dest, payload)]
+        known = []
         for dest, payload in messages:
             if dest not in self.parties:
                 self.counters.unknown_destination += 1
                 continue
-            for delay in self.network.route(src, dest, payload):
-                self._push(self.now_ms + delay, _DELIVER, (src, dest, payload))
+            known.append((dest, payload))
+        # One step's messages to one destination are one host call (the host coalesces them).
+        for dest, payload, delay in self.network.route_step(src, known, self.now_ms):
+            self._push(self.now_ms + delay, _DELIVER, (src, dest, payload))

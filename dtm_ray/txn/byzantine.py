@@ -18,10 +18,11 @@ itself, never as anybody else) and ``config`` anything with ``replicas`` (a ``Pb
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections import OrderedDict, deque
 from typing import Any, Callable, Iterable
+
+import msgspec
 
 from dtm_ray.crypto import Envelope, KeyRing, seal_mac, seal_signed
 from dtm_ray.errors import RemoteProtocolError
@@ -45,7 +46,7 @@ def forge_decision(*, keys: KeyRing, config: Any, rng: random.Random) -> Behavio
     def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:
         msg = _open_own(keys, payload)
         if isinstance(msg, DecisionBatch):
-            flipped = tuple(dataclasses.replace(i, commit=not i.commit) for i in msg.items)
+            flipped = tuple(msgspec.structs.replace(i, commit=not i.commit) for i in msg.items)
             return [(dest, seal_mac(keys, dest, DecisionBatch(flipped)))]
         if isinstance(msg, PrepareBatch):
             made_up = tuple(DecisionItem(i.txn_id, i.pseq, rng.random() < 0.5) for i in msg.items)
@@ -64,7 +65,7 @@ def forge_votes(*, keys: KeyRing, config: Any, rng: random.Random, memory: int =
         for raw in pp.proposals:
             try:
                 decide = decode(raw, Decide)
-                proposals.append(encode(dataclasses.replace(decide, commit=True)))
+                proposals.append(encode(msgspec.structs.replace(decide, commit=True)))
             except RemoteProtocolError:
                 proposals.append(raw)
         decided = {decode(p, Decide).txn_id for p in proposals}
@@ -72,7 +73,7 @@ def forge_votes(*, keys: KeyRing, config: Any, rng: random.Random, memory: int =
         proposals.extend(extra)
         if tuple(proposals) == pp.proposals:
             return None
-        fake = dataclasses.replace(pp, proposals=tuple(proposals), digest=batch_digest(pp.requests, tuple(proposals)))
+        fake = msgspec.structs.replace(pp, proposals=tuple(proposals), digest=batch_digest(pp.requests, tuple(proposals)))
         return seal_signed(keys, fake)
 
     def behaviour(dest: str, payload: bytes) -> Iterable[Outgoing]:

@@ -19,14 +19,13 @@ through the same strict decoder as the network.
 from __future__ import annotations
 
 from dtm_ray.txn.ops import Op
-from dtm_ray.wire import Value, message
+from dtm_ray.wire import Message, Value
 
 # ---------------------------------------------------------------------------------------------
 # Client -> replicas (inside a PBFT Request)
 
 
-@message(41)
-class TxnRequest:
+class TxnRequest(Message, tag=41):
     ops: tuple[Op, ...]
 
 
@@ -34,8 +33,7 @@ class TxnRequest:
 # Replicas <-> participants
 
 
-@message(43)
-class PrepareItem:
+class PrepareItem(Message, tag=43):
     """Prepare ``txn_id`` at this participant's sequence number ``pseq`` with its ops there."""
 
     txn_id: str
@@ -43,13 +41,11 @@ class PrepareItem:
     ops: tuple[Op, ...]
 
 
-@message(44)
-class PrepareBatch:
+class PrepareBatch(Message, tag=44):
     items: tuple[PrepareItem, ...]
 
 
-@message(45)
-class Vote:
+class Vote(Message, tag=45):
     txn_id: str
     pseq: int
     yes: bool
@@ -57,31 +53,26 @@ class Vote:
     reason: str | None  # why NO
 
 
-@message(46)
-class VoteBatch:
+class VoteBatch(Message, tag=46):
     participant: str
     votes: tuple[Vote, ...]
 
 
-@message(47)
-class DecisionItem:
+class DecisionItem(Message, tag=47):
     txn_id: str
     pseq: int
     commit: bool
 
 
-@message(48)
-class DecisionBatch:
+class DecisionBatch(Message, tag=48):
     items: tuple[DecisionItem, ...]
 
 
-@message(49)
-class AckBatch:
+class AckBatch(Message, tag=49):
     items: tuple[DecisionItem, ...]  # the decisions applied
 
 
-@message(50)
-class Query:
+class Query(Message, tag=50):
     """A participant in doubt asks the replicas for these outcomes."""
 
     items: tuple[DecisionItem, ...]  # txn_id and pseq; ``commit`` is ignored
@@ -91,8 +82,7 @@ class Query:
 # The proposal PBFT orders
 
 
-@message(51)
-class Decide:
+class Decide(Message, tag=51):
     txn_id: str
     commit: bool
     evidence: tuple[bytes, ...]  # sealed signed VoteBatch envelopes (empty: vote timeout)
@@ -102,14 +92,12 @@ class Decide:
 # Persisted records
 
 
-@message(52)
-class Slot:
+class Slot(Message, tag=52):
     participant: str
     pseq: int
 
 
-@message(53)
-class PendingTxn:
+class PendingTxn(Message, tag=53):
     txn_id: str
     client: str
     request_id: int
@@ -117,29 +105,25 @@ class PendingTxn:
     slots: tuple[Slot, ...]  # one per participant touched, in order of first appearance
 
 
-@message(54)
-class DecidedTxn:
+class DecidedTxn(Message, tag=54):
     txn_id: str
     commit: bool
     slots: tuple[Slot, ...]
 
 
-@message(55)
-class CoordinatorState:
+class CoordinatorState(Message, tag=55):
     next_pseq: tuple[Slot, ...]  # per participant: the next pseq to assign
     pending: tuple[PendingTxn, ...]  # in execution order
     decided: tuple[DecidedTxn, ...]  # in decision order, the most recent ``decided_retention``
 
 
-@message(56)
-class KeyWrite:
+class KeyWrite(Message, tag=56):
     key: str
     deleted: bool
     value: Value
 
 
-@message(57)
-class PreparedRecord:
+class PreparedRecord(Message, tag=57):
     """A participant's record of one accepted prepare, from acceptance to decision."""
 
     txn_id: str
@@ -151,8 +135,7 @@ class PreparedRecord:
     enqueues: Value  # a list of items
 
 
-@message(58)
-class EarlyDecision:
+class EarlyDecision(Message, tag=58):
     """f+1 replicas decided a slot this participant has not reached yet."""
 
     txn_id: str
@@ -160,8 +143,7 @@ class EarlyDecision:
     commit: bool
 
 
-@message(59)
-class Cell:
+class Cell(Message, tag=59):
     """A stored value (kv data, queue items, counters)."""
 
     value: Value

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from dtm_ray.errors import LocalError, RemoteProtocolError
-from dtm_ray.wire import Value, check_value, message
+from dtm_ray.wire import Message, Value, check_value
 
 KV_OPS = ("get", "put", "add", "append", "delete")
 QUEUE_OPS = ("enqueue", "dequeue")
@@ -38,8 +38,7 @@ def _is_int(x: Any) -> bool:
     return type(x) is int
 
 
-@message(40)
-class Op:
+class Op(Message, tag=40):
     participant: str
     kind: str  # one of KV_OPS or QUEUE_OPS
     key: str  # "" for queue operations
@@ -134,8 +133,7 @@ class Op:
         return self.key
 
 
-@message(42)
-class TxnResult:
+class TxnResult(Message, tag=42):
     """What a client learns about its transaction (accepted on f+1 matching replies)."""
 
     committed: bool

@@ -22,8 +22,9 @@ Storage layout (besides the data, see ``engine``): ``m/next`` -> next pseq to ac
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
+
+import msgspec
 
 from dtm_ray.crypto import KeyRing, open_envelope, open_mac, seal_mac, seal_signed
 from dtm_ray.errors import AuthError, ConfigError, RemoteProtocolError
@@ -217,7 +218,7 @@ class Participant:
     def _execute(self, record: PreparedRecord) -> None:
         outcome = self._data.execute(record.ops)
         vote = Vote(record.txn_id, record.pseq, outcome.yes, outcome.reads if outcome.yes else [], outcome.reason)
-        record = dataclasses.replace(record, vote=vote, writes=outcome.writes, dequeues=outcome.dequeues,
+        record = msgspec.structs.replace(record, vote=vote, writes=outcome.writes, dequeues=outcome.dequeues,
                                      enqueues=outcome.enqueues)
         self._records[record.pseq] = record
         self._out.write(_slot_key(RECORD_PREFIX, record.pseq), encode(record))
