@@ -165,7 +165,7 @@ def test_a_silent_participant_cannot_grow_the_decided_table_past_its_cap():
     log.settle()
     app = log.apps["R0"]
     assert app.status()["aborted"] == 300 and app.status()["decided_bytes"] <= 4096
-    assert app.status()["evicted_unfinal"] > 0 and len(app._unacked) <= len(app._decided)
+    assert app.status()["evicted_unfinal"] > 0 and len(app._delivery.unacked) <= len(app._decided)
     honest = log.submit("alice", [Op.add("db-0", "b", 1)])
     log.settle()
     assert log.result(honest).committed and log.state("db-0")["b"] == 1

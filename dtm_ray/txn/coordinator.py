@@ -54,23 +54,22 @@ from dtm_ray.errors import DecodeError
 from dtm_ray.pbft.app import Outgoing, ReplyItem, Verdict
 from dtm_ray.pbft.events import Evidence, Rejected
 from dtm_ray.txn.config import TxnConfig
+from dtm_ray.txn.delivery import Delivery
 from dtm_ray.txn.early_votes import EarlyVotes
 from dtm_ray.txn.events import Decided, Final, Ordered, PreparesSent
-from dtm_ray.txn.evidence import VoteBatches
+from dtm_ray.txn.evidence import VoteBatches, contradictions, proven_votes
 from dtm_ray.txn.messages import (AckBatch, CoordinatorState, Decide, DecideBatch, DecidedTxn, DecisionBatch,
-                                  DecisionItem, Forget, PendingTxn, PrepareBatch, PrepareItem, Query, Slot,
+                                  Forget, PendingTxn, PrepareBatch, PrepareItem, Query, Slot,
                                   TxnRequest, Vote, VoteBatch)
 from dtm_ray.txn.ops import OPS_OF_KIND, TxnResult, txn_id_of
-from dtm_ray.txn.proposals import DecideBuilder, Pending, forget_proposals
+from dtm_ray.txn.proposals import DecideBuilder, DecodedProposals, Due, Pending, decisions_in, forget_proposals
 from dtm_ray.txn.timers import DeadlineHeap, ResendTimers
 from dtm_ray.wire import decode, encode
 
 MAX_COUNTED_SENDERS = 1_000  # senders counted by name in ``rejected``
 MAX_EVIDENCE = 1_000  # equivocating-vote proofs kept in ``evidence``
-DECODED_CACHE = 256  # proposals decoded (validated at once, re-validated while held, executed)
 TIMEOUT_REASON = "vote timeout"
 
-Due = tuple[str, bool, tuple[bytes, ...]]  # (txn id, commit, signed vote batches proving it)
 
 
 def _client_and_request(txn_id: str) -> tuple[str, int] | None:
@@ -101,15 +100,12 @@ class CoordinatorApp:
         self._votes: dict[str, dict[str, tuple[Vote, bytes]]] = {}
         self._early_votes = EarlyVotes(config.participants)
         self._batches = VoteBatches(keys, config.participants)
-        self._decoded: OrderedDict[bytes, object] = OrderedDict()
+        self._decoded = DecodedProposals()
         self._prepare_out: dict[str, dict[str, PrepareItem]] = {}
-        self._decision_out: dict[str, dict[str, DecisionItem]] = {}
         self._prepare_sent: ResendTimers[str] = ResendTimers(config.resend_ms)  # PREPAREs not yet voted on
-        self._unacked: dict[str, set[str]] = {}
-        self._decision_sent: ResendTimers[str] = ResendTimers(config.resend_ms)  # decisions not yet acked
+        self._delivery = Delivery(config.resend_ms)  # decisions until acknowledged, then final
         self._dirty: dict[str, None] = {}  # transactions whose DECIDE may have become due
         self._decides = Pending()
-        self._final: OrderedDict[str, int] = OrderedDict()  # final here, not yet proposed: -> since
         self._forgets = Pending()
         self._counts: Counter[str] = Counter()
         self.work: Counter[str] = Counter()  # due checks and timer visits (the flat-cost test)
@@ -184,7 +180,7 @@ class CoordinatorApp:
                 self._forget(txn_id)
             return []
         replies = []
-        for txn_id, commit, envelopes in self._decisions_in(parsed):
+        for txn_id, commit, envelopes in decisions_in(parsed):
             reply = self._execute_decision(seq, txn_id, commit, envelopes)
             if reply is not None:
                 replies.append(reply)
@@ -221,12 +217,8 @@ class CoordinatorApp:
             self._send_prepares(txn, [s for s in txn.slots if s.participant not in voted])
         self._decides.clear()
         self._forgets.clear()
-        self._final.clear()
         self._dirty = dict.fromkeys(self._pending)
-        self._decision_sent.keep_only(())
-        self._unacked = {t: {s.participant for s in d.slots} for t, d in self._decided.items()}
-        for txn_id in self._unacked:
-            self._send_decisions(txn_id)
+        self._delivery.restart(self._decided, self._now)
 
     # -- helpers of the deterministic part ---------------------------------------------------
     def _was_executed(self, txn_id: str) -> bool:
@@ -267,8 +259,7 @@ class CoordinatorApp:
         self._decides.done(txn.txn_id)
         self._counts["committed" if commit else "aborted"] += 1
         if txn.txn_id in self._decided:
-            self._unacked[txn.txn_id] = {s.participant for s in txn.slots}
-            self._send_decisions(txn.txn_id)
+            self._delivery.decided(decided, self._now)
         outcome = "commit" if commit else "abort"
         self._events.append(Decided(txn.txn_id, outcome, seq, reason))
         return self._reply(txn.client, txn.request_id, TxnResult(commit, outcome, txn.txn_id, reads, reason))
@@ -278,7 +269,7 @@ class CoordinatorApp:
         while self._decided and (len(self._decided) > self.config.decided_retention
                                  or self._decided_size > self.config.decided_bytes):
             txn_id = next(iter(self._decided))
-            if txn_id in self._unacked:
+            if txn_id in self._delivery.unacked:
                 self._counts["evicted_unfinal"] += 1
             self._forget(txn_id)
 
@@ -288,9 +279,7 @@ class CoordinatorApp:
             return
         self._decided_size -= _decided_bytes(decided)
         self._counts["forgotten"] += 1
-        self._unacked.pop(txn_id, None)
-        self._decision_sent.forget(txn_id)
-        self._final.pop(txn_id, None)
+        self._delivery.drop(txn_id)
         self._forgets.done(txn_id)
 
     def _reply(self, client: str, request_id: int, result: TxnResult) -> ReplyItem:
@@ -309,62 +298,18 @@ class CoordinatorApp:
         return reads
 
     def _evidence_votes(self, txn: PendingTxn, commit: bool, envelopes) -> dict[str, Vote]:
-        """The votes for ``txn`` that the signed batches ``envelopes`` prove, one per participant
-        (when an equivocating participant's YES and NO are both shown, the one needed wins)."""
-        pseq_of = {s.participant: s.pseq for s in txn.slots}
-        found: dict[str, Vote] = {}
-        for envelope in envelopes:
-            batch = self._batches.open(envelope)
-            if batch is None or batch.participant not in pseq_of:
-                continue
-            vote = batch.vote_for(txn.txn_id, pseq_of[batch.participant])
-            if vote is not None and (batch.participant not in found or vote.yes == commit):
-                found[batch.participant] = vote
-        return found
+        """The votes for ``txn`` that the signed batches ``envelopes`` prove (``evidence``)."""
+        return proven_votes(self._batches, txn, commit, envelopes)
 
     def _compare_with_my_votes(self, txn: PendingTxn, envelopes) -> None:
         """A DECIDE carries signed votes: one that differs from the vote this replica received
         from the same participant for the same slot proves equivocation (a replica that saw only
         one of the two batches learns of the other here)."""
-        mine = self._votes.get(txn.txn_id)
-        if not mine:
-            return
-        pseq_of = {s.participant: s.pseq for s in txn.slots}
-        for envelope in envelopes:
-            batch = self._batches.open(envelope)
-            if batch is None or batch.participant not in mine:
-                continue
-            my_vote, my_envelope = mine[batch.participant]
-            vote = batch.vote_for(txn.txn_id, pseq_of[batch.participant])
-            if vote is not None and (vote.yes, vote.reads) != (my_vote.yes, my_vote.reads):
-                self._record_equivocation(txn.txn_id, batch.participant, (my_envelope, envelope))
+        for participant, proof in contradictions(self._batches, txn, self._votes.get(txn.txn_id), envelopes):
+            self._record_equivocation(txn.txn_id, participant, proof)
 
     def _parse(self, proposal: bytes) -> Decide | DecideBatch | Forget | None:
-        """The proposal decoded (cached: a held PRE-PREPARE is validated again on every step)."""
-        if proposal in self._decoded:
-            return self._decoded[proposal]
-        try:
-            parsed = decode(proposal, (DecideBatch, Decide, Forget))
-        except DecodeError:
-            parsed = None
-        self._decoded[proposal] = parsed
-        while len(self._decoded) > DECODED_CACHE:
-            self._decoded.popitem(last=False)
-        return parsed
-
-    @staticmethod
-    def _decisions_in(parsed) -> list[Due]:
-        """The decisions a proposal carries, each with its evidence (a bad index: none)."""
-        if isinstance(parsed, Decide):
-            return [(parsed.txn_id, parsed.commit, parsed.evidence)]
-        if not isinstance(parsed, DecideBatch):
-            return []
-        batches = parsed.vote_batches
-        out = []
-        for d in parsed.decisions:
-            if all(0 <= i < len(batches) for i in d.evidence):
-                out.append((d.txn_id, d.commit, tuple(batches[i] for i in d.evidence)))
-        return out
+        return self._decoded.parse(proposal)
 
     # =========================================================================================
     # Soft state: what this replica has seen of the outside world
@@ -384,7 +329,7 @@ class CoordinatorApp:
         elif isinstance(msg, AckBatch):
             self._on_acks(env.sender, msg)
         else:
-            self._on_query(env.sender, msg)
+            self._delivery.query(env.sender, msg, self._decided)
         return True
 
     def tick(self, now_ms: int) -> None:
@@ -400,19 +345,16 @@ class CoordinatorApp:
                 missing = [s for s in txn.slots if s.participant not in voted]
                 if missing:
                     self._send_prepares(txn, missing)
-        for txn_id in self._decision_sent.due(now_ms):
-            waiting = self._unacked.get(txn_id)
-            if waiting:
-                self._send_decisions(txn_id, waiting)
-        self.work["timer_visits"] = (self._vote_timers.visits + self._prepare_sent.visits
-                                     + self._decision_sent.visits)
+        self._delivery.resend_due(self._decided, now_ms)
+        self.work["timer_visits"] = self._vote_timers.visits + self._prepare_sent.visits + self._delivery.visits
 
     def proposals(self) -> list[bytes]:
         """The proposals built and not yet executed; what became due since the last call is
         built now (PBFT asks after every step, so this costs only what changed)."""
         if self._dirty:
             self._build_decides()
-        if self._final and next(iter(self._final.values())) + self.config.resend_ms <= self._now:
+        oldest = self._delivery.oldest_final()
+        if oldest is not None and oldest + self.config.resend_ms <= self._now:
             self._build_forgets()
         return self._decides.proposals() + self._forgets.proposals()
 
@@ -431,13 +373,7 @@ class CoordinatorApp:
     def _build_forgets(self) -> None:
         """Transactions final here for a resend period (the other replicas' acknowledgements
         have had time to arrive, so a Forget rarely makes a backup WAIT)."""
-        ready = []
-        while self._final:
-            txn_id, since = next(iter(self._final.items()))
-            if since + self.config.resend_ms > self._now:
-                break
-            del self._final[txn_id]
-            ready.append(txn_id)
+        ready = self._delivery.take_final(self._now - self.config.resend_ms)
         for proposal, txn_ids in forget_proposals(ready, self.config.proposal_bytes):
             self._forgets.add(proposal, txn_ids)
 
@@ -473,7 +409,7 @@ class CoordinatorApp:
         if any(self._batches.open(e) is None for e in envelopes):
             return Verdict.REJECT
         verdict = Verdict.ACCEPT
-        for due in self._decisions_in(parsed):
+        for due in decisions_in(parsed):
             one = self._decision_verdict(*due)
             if one is Verdict.REJECT:
                 return one
@@ -501,7 +437,7 @@ class CoordinatorApp:
             return Verdict.REJECT
         for txn_id in forget.txn_ids:
             if txn_id in self._decided:
-                if txn_id in self._unacked:
+                if not self._delivery.final_for(txn_id, self._decided):
                     return Verdict.WAIT  # not final here (yet)
             elif txn_id in self._pending or not self._was_executed(txn_id):
                 return Verdict.WAIT  # not decided here yet: an earlier slot will decide it
@@ -511,10 +447,10 @@ class CoordinatorApp:
         out: list[Outgoing] = []
         for participant, items in sorted(self._prepare_out.items()):
             out.append((participant, seal_mac(self.keys, participant, PrepareBatch(tuple(items.values())))))
-        for participant, decisions in sorted(self._decision_out.items()):
+        for participant, decisions in sorted(self._delivery.outbox.items()):
             out.append((participant, seal_mac(self.keys, participant, DecisionBatch(tuple(decisions.values())))))
         self._prepare_out.clear()
-        self._decision_out.clear()
+        self._delivery.outbox.clear()
         return out
 
     def take_events(self) -> list:
@@ -524,8 +460,8 @@ class CoordinatorApp:
 
     def status(self) -> dict:
         return {
-            "pending": len(self._pending), "in_flight": len(self._unacked),
-            "final": self._counts["final"], "committed": self._counts["committed"],
+            "pending": len(self._pending), "in_flight": len(self._delivery.unacked),
+            "final": self._delivery.finals, "committed": self._counts["committed"],
             "aborted": self._counts["aborted"], "decided_kept": len(self._decided),
             "decided_bytes": self._decided_size, "forgotten": self._counts["forgotten"],
             "evicted_unfinal": self._counts["evicted_unfinal"],
@@ -611,39 +547,11 @@ class CoordinatorApp:
                 self._record_vote(txn, slot.participant, *early)
 
     def _on_acks(self, participant: str, acks: AckBatch) -> None:
-        for item in acks.items:
-            waiting = self._unacked.get(item.txn_id)
-            decided = self._decided.get(item.txn_id)
-            if waiting is None or decided is None or item.commit != decided.commit:
-                continue
-            waiting.discard(participant)
-            if not waiting:
-                del self._unacked[item.txn_id]
-                self._decision_sent.forget(item.txn_id)
-                self._final[item.txn_id] = self._now
-                self._counts["final"] += 1
-                self._events.append(Final(item.txn_id))
-
-    def _on_query(self, participant: str, query: Query) -> None:
-        for item in query.items:
-            decided = self._decided.get(item.txn_id)
-            if decided is None:
-                continue
-            for slot in decided.slots:
-                if slot.participant == participant:
-                    self._decision_out.setdefault(participant, {})[item.txn_id] = DecisionItem(
-                        item.txn_id, slot.pseq, decided.commit)
+        for txn_id in self._delivery.acks(participant, acks, self._decided, self._now):
+            self._events.append(Final(txn_id))
 
     def _send_prepares(self, txn: PendingTxn, slots=None) -> None:
         self._prepare_sent.sent(txn.txn_id, self._now)
         for slot in txn.slots if slots is None else slots:
             ops = tuple(op for op in txn.ops if op.participant == slot.participant)
             self._prepare_out.setdefault(slot.participant, {})[txn.txn_id] = PrepareItem(txn.txn_id, slot.pseq, ops)
-
-    def _send_decisions(self, txn_id: str, participants=None) -> None:
-        decided = self._decided[txn_id]
-        self._decision_sent.sent(txn_id, self._now)
-        for slot in decided.slots:
-            if participants is None or slot.participant in participants:
-                self._decision_out.setdefault(slot.participant, {})[txn_id] = DecisionItem(
-                    txn_id, slot.pseq, decided.commit)

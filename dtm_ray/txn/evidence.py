@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from dtm_ray.crypto import Envelope, KeyRing, digest
 from dtm_ray.errors import RemoteProtocolError
-from dtm_ray.txn.messages import Vote, VoteBatch
+from dtm_ray.txn.messages import PendingTxn, Vote, VoteBatch
 from dtm_ray.wire import decode
 
 VERIFIED_CACHE = 4096  # vote batches whose signature this replica checked (by digest)
@@ -85,3 +85,35 @@ class VoteBatches:
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+def proven_votes(batches: VoteBatches, txn: PendingTxn, commit: bool, envelopes) -> dict[str, Vote]:
+    """The votes for ``txn`` that the signed batches ``envelopes`` prove, one per participant
+    (when an equivocating participant's YES and NO are both shown, the one ``commit`` needs wins)."""
+    pseq_of = {s.participant: s.pseq for s in txn.slots}
+    found: dict[str, Vote] = {}
+    for envelope in envelopes:
+        batch = batches.open(envelope)
+        if batch is None or batch.participant not in pseq_of:
+            continue
+        vote = batch.vote_for(txn.txn_id, pseq_of[batch.participant])
+        if vote is not None and (batch.participant not in found or vote.yes == commit):
+            found[batch.participant] = vote
+    return found
+
+
+def contradictions(batches: VoteBatches, txn: PendingTxn, mine: dict[str, tuple[Vote, bytes]] | None,
+                   envelopes):
+    """(participant, (my envelope, its envelope)) for each signed vote in ``envelopes`` that
+    differs from the one this replica received from that participant for ``txn``'s slot."""
+    if not mine:
+        return
+    pseq_of = {s.participant: s.pseq for s in txn.slots}
+    for envelope in envelopes:
+        batch = batches.open(envelope)
+        if batch is None or batch.participant not in mine:
+            continue
+        my_vote, my_envelope = mine[batch.participant]
+        vote = batch.vote_for(txn.txn_id, pseq_of[batch.participant])
+        if vote is not None and (vote.yes, vote.reads) != (my_vote.yes, my_vote.reads):
+            yield batch.participant, (my_envelope, envelope)

@@ -18,13 +18,18 @@ own evidence exceeds it (a vote batch with huge reads): it travels alone, since 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from dtm_ray.txn.messages import Decision, DecideBatch, Forget
-from dtm_ray.wire import encode
+from dtm_ray.errors import DecodeError
+from dtm_ray.txn.messages import Decide, Decision, DecideBatch, Forget
+from dtm_ray.wire import decode, encode
 
 HEADER_BYTES = 64  # the envelope of one proposal: kind tags, array headers (conservative)
 PER_ITEM_BYTES = 16  # per vote batch, per decision, per forgotten id: headers, flags, lengths
+DECODED_CACHE = 256  # proposals decoded (validated at once, re-validated while held, executed)
+
+Due = tuple[str, bool, tuple[bytes, ...]]  # (txn id, commit, signed vote batches proving it)
 
 
 def decision_bytes(txn_id: str, evidence: int) -> int:
@@ -115,3 +120,38 @@ class Pending:
 
     def __len__(self) -> int:
         return len(self._open)
+
+
+class DecodedProposals:
+    """Proposals decoded once: a held PRE-PREPARE is validated again on every step, then
+    executed (bounded, least recently used first out; None for bytes that are no proposal)."""
+
+    def __init__(self, max_entries: int = DECODED_CACHE) -> None:
+        self.max_entries = max_entries
+        self._cache: OrderedDict[bytes, Decide | DecideBatch | Forget | None] = OrderedDict()
+
+    def parse(self, proposal: bytes) -> Decide | DecideBatch | Forget | None:
+        if proposal in self._cache:
+            return self._cache[proposal]
+        try:
+            parsed = decode(proposal, (DecideBatch, Decide, Forget))
+        except DecodeError:
+            parsed = None
+        self._cache[proposal] = parsed
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return parsed
+
+
+def decisions_in(parsed) -> list[Due]:
+    """The decisions a proposal carries, each with its evidence (one with a bad index: left out)."""
+    if isinstance(parsed, Decide):
+        return [(parsed.txn_id, parsed.commit, parsed.evidence)]
+    if not isinstance(parsed, DecideBatch):
+        return []
+    batches = parsed.vote_batches
+    out = []
+    for d in parsed.decisions:
+        if all(0 <= i < len(batches) for i in d.evidence):
+            out.append((d.txn_id, d.commit, tuple(batches[i] for i in d.evidence)))
+    return out
