@@ -51,8 +51,12 @@ class TransferWorkload:
         return []
 
 
+CLIENT_TICK_MS = 500  # clients resend after client_retry_ms (5 s): ticking idle ones every 10 ms is simulator cost
+
+
 def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait_ms: int = 2, seed: int = 1) -> dict:
     world = build_txn_world(seed, n, clients=clients, participants={"db-0": "kv", "db-1": "kv"},
+                            client_tick_ms=CLIENT_TICK_MS,
                             pbft={"batch_size": batch, "batch_wait_ms": batch_wait_ms, "checkpoint_interval": 16, "watermark_window": 64,
                                   "view_change_timeout_ms": 5_000, "client_retry_ms": 5_000},
                             txn={"vote_timeout_ms": 5_000})
@@ -69,7 +73,7 @@ def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait
     slots = len({o.output.seq for o in world.sim.outputs if isinstance(o.output, Executed) and o.party == "R0"})
     net, vc = world.sim.network.counters, world.verify_cache
     return {
-        "n": n, "clients": clients, "batch_size": batch, "batch_wait_ms": batch_wait_ms, "verify_cache": cache, "finished": done,
+        "n": n, "clients": clients, "client_tick_ms": CLIENT_TICK_MS, "batch_size": batch, "batch_wait_ms": batch_wait_ms, "verify_cache": cache, "finished": done,
         "committed": committed, "aborted": len(results) - committed,
         "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
         "committed_per_cpu_s": round(committed / cpu, 1) if cpu else None,
