@@ -1,6 +1,8 @@
 """Simulator-only throughput and costs of 2-participant transfers (2PC on the PBFT log).
 
-    python -m benchmarks.sim_txn [--txns N] [--clients C] [--cache]
+    python -m benchmarks.sim_txn [--txns N] [--clients C [C ...]] [--cache]
+
+(several ``--clients`` values sweep the load: CPU per transaction should stay flat.)
 
 Prints JSON. n = 4 (and 7) replicas running the coordinator, two kv participants, closed-loop
 clients each sending transfers ``add(db-0, acct, -1, min=0)`` + ``add(db-1, acct, +1)`` over a
@@ -49,8 +51,12 @@ class TransferWorkload:
         return []
 
 
+CLIENT_TICK_MS = 500  # clients resend after client_retry_ms (5 s): ticking idle ones every 10 ms is simulator cost
+
+
 def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait_ms: int = 2, seed: int = 1) -> dict:
     world = build_txn_world(seed, n, clients=clients, participants={"db-0": "kv", "db-1": "kv"},
+                            client_tick_ms=CLIENT_TICK_MS,
                             pbft={"batch_size": batch, "batch_wait_ms": batch_wait_ms, "checkpoint_interval": 16, "watermark_window": 64,
                                   "view_change_timeout_ms": 5_000, "client_retry_ms": 5_000},
                             txn={"vote_timeout_ms": 5_000})
@@ -67,10 +73,11 @@ def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait
     slots = len({o.output.seq for o in world.sim.outputs if isinstance(o.output, Executed) and o.party == "R0"})
     net, vc = world.sim.network.counters, world.verify_cache
     return {
-        "n": n, "clients": clients, "batch_size": batch, "batch_wait_ms": batch_wait_ms, "verify_cache": cache, "finished": done,
+        "n": n, "clients": clients, "client_tick_ms": CLIENT_TICK_MS, "batch_size": batch, "batch_wait_ms": batch_wait_ms, "verify_cache": cache, "finished": done,
         "committed": committed, "aborted": len(results) - committed,
         "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
         "committed_per_cpu_s": round(committed / cpu, 1) if cpu else None,
+        "cpu_us_per_txn": round(cpu * 1e6 / committed) if committed else None,
         "virtual_ms": world.sim.now_ms,
         "slots_per_txn": round(slots / committed, 3) if committed else None,
         "messages_per_txn": round(net.messages / committed, 1) if committed else None,
@@ -84,13 +91,14 @@ def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--txns", type=int, default=400)
-    parser.add_argument("--clients", type=int, default=40)
+    parser.add_argument("--clients", type=int, nargs="+", default=[40])
     parser.add_argument("--cache", action="store_true", help="simulator verification cache (as CI)")
     parser.add_argument("--n", type=int, nargs="*", default=[4, 7])
     parser.add_argument("--batch-wait-ms", type=int, nargs="*", default=[2, 20],
                         help="how long the primary waits to fill a batch (virtual ms)")
     args = parser.parse_args()
-    runs = [measure(n, args.clients, args.txns, args.cache, 100, wait) for n in args.n for wait in args.batch_wait_ms]
+    runs = [measure(n, clients, args.txns, args.cache, 100, wait)
+            for clients in args.clients for n in args.n for wait in args.batch_wait_ms]
     print(json.dumps({"benchmark": "sim_txn", "workload": "2-participant transfers", "runs": runs}, indent=2))
 
 

@@ -22,6 +22,7 @@ from dtm_ray.pbft.messages import EvidenceRecord
 from dtm_ray.sim.hostile import ATTACK_START_MS, ack_batch, hostile_world, honest_throughput, rejections, vote_batch
 from dtm_ray.sim.txn_world import TxnWorld
 from dtm_ray.txn.coordinator import MAX_COUNTED_SENDERS
+from dtm_ray.txn.early_votes import EARLY_VOTES
 from dtm_ray.txn.messages import DecisionItem, Vote, VoteBatch
 from dtm_ray.wire import decode, encode
 
@@ -40,10 +41,13 @@ def _world(behaviour: str | None = None, *, at_ms: int = 0, **kwargs) -> TxnWorl
     return world
 
 
-def _settle(world: TxnWorld, max_ms: int = 10_000) -> bool:
+def _settle(world: TxnWorld, max_ms: int = 10_000, *, liar_too: bool = False) -> bool:
+    """Stop the load and run until every answer is in and every decision applied (by the liar
+    too when ``liar_too``: its data counts in the bank check whenever it still serves)."""
     for c in world.to_submit:
         world.to_submit[c] = 0
-    return world.sim.run_until(lambda: world.done() and world.quiescent_except(LIAR), max_ms)
+    settled = world.quiescent if liar_too else (lambda: world.quiescent_except(LIAR))
+    return world.sim.run_until(lambda: world.done() and settled(), max_ms)
 
 
 def _quiescent_except(self: TxnWorld, party: str) -> bool:
@@ -58,8 +62,12 @@ def _results(world: TxnWorld):
     return [e.result for e in world.history.values() if e.result is not None]
 
 
-def _assert_consistent(world: TxnWorld) -> None:
-    assert _settle(world), f"seed={SEED}: did not settle; {world.sim.journal[-5:]}"
+def _assert_consistent(world: TxnWorld, *, liar_too: bool | None = None) -> None:
+    """Settled and consistent; the liar's store is waited for too when it runs no behaviour
+    (it only injects), since its accounts count in the bank check."""
+    if liar_too is None:
+        liar_too = world.byzantine.get(LIAR) == "hostile"
+    assert _settle(world, liar_too=liar_too), f"seed={SEED}: did not settle; {world.sim.journal[-5:]}"
     assert not world.violations(), f"seed={SEED}: {world.violations()}"
     results = _results(world)
     assert sum(r.committed for r in results) >= 10, f"seed={SEED}: too few commits"
@@ -101,6 +109,10 @@ def test_when_a_replica_sees_both_votes_it_records_the_equivocation_with_a_verif
 
 
 def test_votes_for_transactions_never_prepared_change_nothing():
+    """The liar (an honest data store otherwise) signs YES votes for slots that are not its own
+    and floods votes for transactions nobody submitted, more than a replica keeps of one
+    participant's early votes: the former are refused and counted, the latter fill only the
+    liar's own bounded queue, and every honest transaction is still served."""
     world = _world()
     keys = world.keys[LIAR]
     tried = {"unknown": 0, "not-mine": 0}
@@ -111,7 +123,7 @@ def test_votes_for_transactions_never_prepared_change_nothing():
         not_mine = [Vote(t, 0, True, [10**6], None) for t, txn in coordinator._pending.items()
                     if all(s.participant != LIAR for s in txn.slots)]
         # ...and for transactions nobody ever submitted
-        unknown = [Vote(f"c0:{10**6 + sim.now_ms * 10 + i}", i, True, [], None) for i in range(10)]
+        unknown = [Vote(f"c0:{10**6 + sim.now_ms * 1000 + i}", i, True, [], None) for i in range(400)]
         tried["not-mine"] += len(not_mine)
         tried["unknown"] += len(unknown)
         payload = vote_batch(keys, not_mine + unknown)
@@ -125,8 +137,12 @@ def test_votes_for_transactions_never_prepared_change_nothing():
     assert tried["not-mine"] > 20, tried
     caught = world.sim.node("R0").app.rejected[LIAR]
     assert caught >= tried["not-mine"], (caught, tried)
-    assert len(world.sim.node("R0").app._early_votes) <= 10_000  # EARLY_VOTES: bounded
+    early = world.sim.node("R0").app._early_votes
+    assert tried["unknown"] > 2 * EARLY_VOTES, tried  # the flood exceeds the bound...
+    assert early.count(LIAR) == EARLY_VOTES and early.evicted > 0  # ...which holds
+    assert early.count() - early.count(LIAR) < 100  # honest participants' early votes are their own
     _assert_consistent(world)
+    assert sum(r.committed for r in _results(world)) > 50
 
 
 def test_acks_for_decisions_never_received_change_no_outcome():
@@ -147,7 +163,7 @@ def test_acks_for_decisions_never_received_change_no_outcome():
     world.sim.schedule(400, ack)
     world.sim.run_for(RUN_MS)
     assert sent[0] > 100
-    _assert_consistent(world)
+    _assert_consistent(world)  # the liar's store still applies what f+1 others decide
     status = world.sim.node("R1").app.status()
     assert status["final"] <= status["committed"] + status["aborted"]
 

@@ -173,7 +173,7 @@ def test_restarted_participant_keeps_its_vote_and_resolves_by_asking():
     log.settle()
     assert log.result(txn).committed
     for app in log.apps.values():
-        app._unacked.clear()  # replicas forget to resend: only the participants' queries remain
+        app._delivery.unacked.clear()  # replicas forget to resend: only the participants' queries remain
     log.restart_participant("db-0")
     log.restart_participant("db-1")
     assert log.participants["db-0"].status()["in_doubt"] == 1

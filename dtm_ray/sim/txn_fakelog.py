@@ -128,6 +128,24 @@ class FakeLog:
             self._collect()
         return count
 
+    def deliver_one(self, *, step_ms: int = 0) -> bool:
+        """Deliver one queued message, then let every replica take a step as PBFT would (ask
+        for its proposals, tick); returns False when nothing was queued."""
+        if not self.queue:
+            return False
+        sender, dest, payload = self.queue.popleft()
+        for p in ([payload] if self.intercept is None else list(self.intercept(sender, dest, payload))):
+            if dest in self.apps:
+                self.apps[dest].receive(open_envelope(p))
+            else:
+                self.participants[dest].receive(sender, p)
+        self.now += step_ms
+        for app in self.apps.values():
+            app.proposals()
+            app.tick(self.now)
+        self._collect()
+        return True
+
     def tick(self, ms: int) -> None:
         self.now += ms
         for app in self.apps.values():

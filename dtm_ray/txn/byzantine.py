@@ -9,7 +9,7 @@ itself, never as anybody else) and ``config`` anything with ``replicas`` (a ``Pb
   sends is flipped, and every PREPARE it sends is followed by a made-up decision. A participant
   acts on f+1 matching decisions, so one liar (or f) changes nothing.
 - ``forge-votes`` (a primary): proposes COMMIT without the votes: every DECIDE it orders becomes
-  COMMIT (an ABORT's NO vote kept as "evidence"), and COMMITs without any evidence are added for
+  COMMIT (an ABORT's NO vote kept as "evidence", in a ``Decide`` or a ``DecideBatch``), and COMMITs without any evidence are added for
   transactions it has prepared. Correct backups REJECT them (evidence), and replace it.
 - ``equivocate-vote`` (a participant): votes YES to some replicas and NO to the others, each
   validly signed. It can delay its own transactions, never split them: whichever DECIDE is
@@ -28,7 +28,7 @@ from dtm_ray.crypto import Envelope, KeyRing, seal_mac, seal_signed
 from dtm_ray.errors import RemoteProtocolError
 from dtm_ray.node import Outgoing
 from dtm_ray.pbft.messages import PrePrepare, batch_digest
-from dtm_ray.txn.messages import Decide, DecisionBatch, DecisionItem, PrepareBatch, Vote, VoteBatch
+from dtm_ray.txn.messages import Decide, DecideBatch, DecisionBatch, DecisionItem, PrepareBatch, Vote, VoteBatch
 from dtm_ray.wire import decode, encode
 
 Behaviour = Callable[[str, bytes], Iterable[Outgoing]]
@@ -38,6 +38,13 @@ def _open_own(keys: KeyRing, payload: bytes) -> Any | None:
     try:
         env = decode(payload, Envelope)
         return decode(env.body) if env.sender == keys.me else None
+    except RemoteProtocolError:
+        return None
+
+
+def _decode_or_none(raw: bytes, expected) -> Any | None:
+    try:
+        return decode(raw, expected)
     except RemoteProtocolError:
         return None
 
@@ -61,14 +68,17 @@ def forge_votes(*, keys: KeyRing, config: Any, rng: random.Random, memory: int =
     forged: OrderedDict[bytes, bytes] = OrderedDict()  # original PRE-PREPARE -> forged one (same for all)
 
     def forge(pp: PrePrepare) -> bytes | None:
-        proposals = []
+        proposals, decided = [], set()
         for raw in pp.proposals:
-            try:
-                decide = decode(raw, Decide)
-                proposals.append(encode(msgspec.structs.replace(decide, commit=True)))
-            except RemoteProtocolError:
-                proposals.append(raw)
-        decided = {decode(p, Decide).txn_id for p in proposals}
+            parsed = _decode_or_none(raw, (DecideBatch, Decide))
+            if isinstance(parsed, Decide):
+                parsed = msgspec.structs.replace(parsed, commit=True)
+                decided.add(parsed.txn_id)
+            elif isinstance(parsed, DecideBatch):
+                parsed = msgspec.structs.replace(parsed, decisions=tuple(
+                    msgspec.structs.replace(d, commit=True) for d in parsed.decisions))
+                decided.update(d.txn_id for d in parsed.decisions)
+            proposals.append(raw if parsed is None else encode(parsed))
         extra = [encode(Decide(t, True, ())) for t in list(prepared)[-3:] if t not in decided]
         proposals.extend(extra)
         if tuple(proposals) == pp.proposals:

@@ -1,6 +1,6 @@
 """The 2PC coordinator: the deterministic application the PBFT log executes on every replica.
 
-The flow, from this replica's point of view (DESIGN.md section 2, steps 3-6):
+The flow, from this replica's point of view (the design's section 2, steps 3-6):
 
 1. **execute(request)** assigns the transaction one sequence number (``pseq``) per participant it
    touches, in log order, so every correct replica assigns the same ones, and sends each
@@ -8,40 +8,78 @@ The flow, from this replica's point of view (DESIGN.md section 2, steps 3-6):
 2. **receive(votes)**: participants' signed vote batches arrive here (soft state: which votes this
    replica has seen). Two different signed votes from one participant for one transaction are
    kept as evidence of equivocation.
-3. **proposals()** offers, for every pending transaction, the DECIDE it is ready for: COMMIT with
-   a YES from every participant, ABORT with a NO, or ABORT after the vote timeout.
-   **validate_proposal** is the rule a correct backup applies to the primary's DECIDE (see its
-   docstring): forged evidence is REJECTed, a timeout ABORT WAITs for this replica's own timer.
+3. **proposals()** offers ``DecideBatch``es: COMMIT with a YES from every participant, ABORT with
+   a NO, or ABORT after the vote timeout, each signed vote batch carried once per proposal and
+   referenced by index (``proposals``). **validate_proposal** is the rule a correct backup
+   applies to the primary's proposal (see its docstring): forged evidence is REJECTed, a timeout
+   ABORT WAITs for this replica's own timer.
 4. **execute_proposal(DECIDE)** is the commit point: the outcome is final, the client's reply
    (an encoded ``TxnResult``) is returned to PBFT, and the decision is sent to the participants,
    resent until each acknowledges (then the transaction is *final* here).
+5. **Forget**: final transactions leave the replicated state by agreement (below).
+
+Cost: every step does work for what changed, not for what is waiting. A new vote or an expired
+vote timer marks its transaction (``_dirty``); ``proposals()`` checks only those and builds
+each proposal once (``proposals.Pending`` keeps its bytes until executed); timers live in heaps
+(``timers``). So a transaction costs O(1) amortised however many are pending.
+
+Bounded state (why ``Forget`` and not a plain retention window). The decided table is needed
+until every participant has applied the decision: for resending it, and for answering a
+participant in doubt. After that nobody correct asks again (a participant acknowledges only a
+decision it has durably applied), so a *final* transaction can go. Whether it is final is soft
+state (the acknowledgements are MAC'd to each replica), so dropping it is agreed through the
+log: a replica proposes ``Forget(txn ids)`` for transactions final here for a while, and a
+correct replica ACCEPTs only ids it knows final itself (or knows gone already), and WAITs
+otherwise, so a faulty primary cannot make correct replicas forget an unfinished transaction
+(it would need f+1 correct replicas that all saw every acknowledgement). An executed request
+id per client (``_executed``, bounded by the number of clients) tells "forgotten" from "not
+executed yet", keeps execution idempotent once the entry is gone, and lets a stale DECIDE for a
+forgotten transaction be a no-op. As a hard cap, the table never exceeds ``decided_bytes`` /
+``decided_retention``: when a participant stays silent so long that the cap is reached, the
+oldest decisions are dropped (counted as ``evicted_unfinal``): that participant can no longer
+learn them from the replicas, the price of a checkpoint that fits the decoder.
 
 Determinism: everything that ``execute*`` reads is part of the snapshot (``next_pseq``, pending
-and decided transactions) or the proposal's own bytes; signature checks are deterministic, the
-cache of verified vote batches only saves time. Votes, timers, acks and resends are soft state.
+and decided transactions, executed request ids) or the proposal's own bytes; signature checks
+are deterministic, the cache of verified vote batches only saves time. Votes, timers, acks,
+resends and proposals under construction are soft state.
 """
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
 
-from dtm_ray.crypto import Envelope, KeyRing, digest, seal_mac
-from dtm_ray.errors import DecodeError, RemoteProtocolError
+from dtm_ray.crypto import Envelope, KeyRing, seal_mac
+from dtm_ray.errors import DecodeError
 from dtm_ray.pbft.app import Outgoing, ReplyItem, Verdict
 from dtm_ray.pbft.events import Evidence, Rejected
-from dtm_ray.retry import Backoff
 from dtm_ray.txn.config import TxnConfig
+from dtm_ray.txn.delivery import Delivery
+from dtm_ray.txn.early_votes import EarlyVotes
 from dtm_ray.txn.events import Decided, Final, Ordered, PreparesSent
-from dtm_ray.txn.messages import (AckBatch, CoordinatorState, Decide, DecidedTxn, DecisionBatch, DecisionItem,
-                                  PendingTxn, PrepareBatch, PrepareItem, Query, Slot, TxnRequest, Vote, VoteBatch)
+from dtm_ray.txn.evidence import VoteBatches, contradictions, proven_votes
+from dtm_ray.txn.messages import (AckBatch, CoordinatorState, Decide, DecideBatch, DecidedTxn, DecisionBatch,
+                                  Forget, PendingTxn, PrepareBatch, PrepareItem, Query, Slot,
+                                  TxnRequest, Vote, VoteBatch)
 from dtm_ray.txn.ops import OPS_OF_KIND, TxnResult, txn_id_of
+from dtm_ray.txn.proposals import DecideBuilder, DecodedProposals, Due, Pending, decisions_in, forget_proposals
+from dtm_ray.txn.timers import DeadlineHeap, ResendTimers
 from dtm_ray.wire import decode, encode
 
-VERIFIED_CACHE = 4096  # vote batches whose signature this replica checked (by digest)
-EARLY_VOTES = 10_000  # votes for transactions this replica has not executed yet
 MAX_COUNTED_SENDERS = 1_000  # senders counted by name in ``rejected``
 MAX_EVIDENCE = 1_000  # equivocating-vote proofs kept in ``evidence``
 TIMEOUT_REASON = "vote timeout"
+
+
+
+def _client_and_request(txn_id: str) -> tuple[str, int] | None:
+    client, _, request_id = txn_id.rpartition(":")
+    return (client, int(request_id)) if client and request_id.isdigit() else None
+
+
+def _decided_bytes(decided: DecidedTxn) -> int:
+    """An upper bound of its encoded size (deterministic: every replica charges the same)."""
+    return len(decided.txn_id.encode()) + 16 + sum(len(s.participant.encode()) + 12 for s in decided.slots)
 
 
 class CoordinatorApp:
@@ -53,20 +91,24 @@ class CoordinatorApp:
         self._next_pseq: dict[str, int] = {p: 0 for p in config.participants}
         self._pending: dict[str, PendingTxn] = {}
         self._decided: OrderedDict[str, DecidedTxn] = OrderedDict()
+        self._decided_size = 0
+        self._executed: dict[str, int] = {}  # client -> last request id executed
         # soft state
         self._now = 0
         self._started: dict[str, int] = {}
+        self._vote_timers: DeadlineHeap[str] = DeadlineHeap()
         self._votes: dict[str, dict[str, tuple[Vote, bytes]]] = {}
-        self._early_votes: OrderedDict[tuple[str, str], tuple[Vote, bytes]] = OrderedDict()
-        self._verified: OrderedDict[bytes, VoteBatch | None] = OrderedDict()
+        self._early_votes = EarlyVotes(config.participants)
+        self._batches = VoteBatches(keys, config.participants)
+        self._decoded = DecodedProposals()
         self._prepare_out: dict[str, dict[str, PrepareItem]] = {}
-        self._decision_out: dict[str, dict[str, DecisionItem]] = {}
-        self._prepare_sent: Backoff[str] = Backoff(config.resend_ms)  # PREPAREs not yet voted on
-        self._unacked: dict[str, set[str]] = {}
-        self._decision_sent: Backoff[str] = Backoff(config.resend_ms)  # decisions not yet acknowledged
+        self._prepare_sent: ResendTimers[str] = ResendTimers(config.resend_ms)  # PREPAREs not yet voted on
+        self._delivery = Delivery(config.resend_ms)  # decisions until acknowledged, then final
+        self._dirty: dict[str, None] = {}  # transactions whose DECIDE may have become due
+        self._decides = Pending()
+        self._forgets = Pending()
         self._counts: Counter[str] = Counter()
-        self._proposals_cache: list[bytes] | None = None
-        self._proposals_expire: float = 0
+        self.work: Counter[str] = Counter()  # due checks and timer visits (the flat-cost test)
         self.evidence: list[Evidence] = []  # bounded: one per (participant, transaction), at most MAX_EVIDENCE
         self._evidence_keys: set[tuple[str, str]] = set()
         self._events: list = []  # audit events and evidence for the host (take_events)
@@ -107,8 +149,9 @@ class CoordinatorApp:
 
     def execute(self, seq: int, client: str, request_id: int, operation: bytes) -> list[ReplyItem]:
         txn_id = txn_id_of(client, request_id)
-        if txn_id in self._pending or txn_id in self._decided:
+        if self._was_executed(txn_id):
             return []  # executed before (recovery replays the log): idempotent
+        self._executed[client] = request_id
         try:
             request = decode(operation, TxnRequest)
         except DecodeError as exc:
@@ -123,8 +166,7 @@ class CoordinatorApp:
             self._next_pseq[participant] += 1
         txn = PendingTxn(txn_id, client, request_id, request.ops, tuple(slots))
         self._pending[txn_id] = txn
-        self._started[txn_id] = self._now
-        self._changed()
+        self._start_timer(txn_id, self._now)
         self._events.append(Ordered(txn_id, seq))
         self._adopt_early_votes(txn)
         self._send_prepares(txn)
@@ -132,59 +174,113 @@ class CoordinatorApp:
         return []
 
     def execute_proposal(self, seq: int, proposal: bytes) -> list[ReplyItem]:
-        try:
-            decide = decode(proposal, Decide)
-        except DecodeError:
+        parsed = self._parse(proposal)
+        if isinstance(parsed, Forget):
+            for txn_id in parsed.txn_ids:
+                self._forget(txn_id)
             return []
-        txn = self._pending.get(decide.txn_id)
-        if txn is None:
-            return []  # decided already (or never executed): a duplicate DECIDE changes nothing
-        self._compare_with_my_votes(decide, txn)  # soft: evidence only, the outcome does not read it
-        votes = self._evidence_votes(decide, txn)
-        if decide.commit:
-            yes = {p: v for p, v in votes.items() if v.yes}
-            if len(yes) != len(txn.slots):
-                return []  # not provable: correct replicas never let this through (see validate)
-            return [self._decide(seq, txn, True, self._reads(txn, yes), None)]
-        refusals = [votes[s.participant] for s in txn.slots
-                    if s.participant in votes and not votes[s.participant].yes]
-        reason = refusals[0].reason if refusals else TIMEOUT_REASON
-        return [self._decide(seq, txn, False, [None] * len(txn.ops), reason or "participant voted no")]
+        replies = []
+        for txn_id, commit, envelopes in decisions_in(parsed):
+            reply = self._execute_decision(seq, txn_id, commit, envelopes)
+            if reply is not None:
+                replies.append(reply)
+        return replies
 
     def snapshot(self) -> bytes:
         return encode(CoordinatorState(
             tuple(Slot(p, n) for p, n in sorted(self._next_pseq.items())),
             tuple(self._pending.values()),
-            tuple(self._decided.values())))
+            tuple(self._decided.values()),
+            tuple(Slot(c, r) for c, r in sorted(self._executed.items()))))
 
     def restore(self, snapshot: bytes) -> None:
         state = decode(snapshot, CoordinatorState)
-        self._changed()
         self._next_pseq = {p: 0 for p in self.config.participants}
         self._next_pseq.update({s.participant: s.pseq for s in state.next_pseq})
         self._pending = {t.txn_id: t for t in state.pending}
         self._decided = OrderedDict((t.txn_id, t) for t in state.decided)
-        # soft state follows: timers restart, votes for finished transactions are forgotten
+        self._decided_size = sum(_decided_bytes(d) for d in self._decided.values())
+        self._executed = {s.participant: s.pseq for s in state.executed}
+        self._restart_soft_state()
+
+    def _restart_soft_state(self) -> None:
+        """After a restore: timers restart, votes for finished transactions are forgotten,
+        proposals are rebuilt, and every decision kept is resent until acknowledged."""
         self._started = {t: self._started.get(t, self._now) for t in self._pending}
+        self._vote_timers = DeadlineHeap()
+        for txn_id, started in self._started.items():
+            self._vote_timers.schedule(txn_id, started + self.config.vote_timeout_ms)
         self._votes = {t: v for t, v in self._votes.items() if t in self._pending}
-        self._prepare_sent.keep_only(self._pending)
+        self._prepare_sent.keep_only(())
+        for txn in self._pending.values():
+            voted = self._votes.get(txn.txn_id, {})
+            self._send_prepares(txn, [s for s in txn.slots if s.participant not in voted])
+        self._decides.clear()
+        self._forgets.clear()
+        self._dirty = dict.fromkeys(self._pending)
+        self._delivery.restart(self._decided, self._now)
 
     # -- helpers of the deterministic part ---------------------------------------------------
+    def _was_executed(self, txn_id: str) -> bool:
+        """Whether this transaction's request executed here (pending, decided or forgotten):
+        a client's requests execute in increasing request id order (PBFT's replay rule)."""
+        parsed = _client_and_request(txn_id)
+        if parsed is None:
+            return False
+        last = self._executed.get(parsed[0])
+        return last is not None and parsed[1] <= last
+
+    def _execute_decision(self, seq: int, txn_id: str, commit: bool, envelopes) -> ReplyItem | None:
+        txn = self._pending.get(txn_id)
+        if txn is None:
+            return None  # decided already (or never executed): a duplicate DECIDE changes nothing
+        self._compare_with_my_votes(txn, envelopes)  # soft: evidence only, the outcome does not read it
+        votes = self._evidence_votes(txn, commit, envelopes)
+        if commit:
+            yes = {p: v for p, v in votes.items() if v.yes}
+            if len(yes) != len(txn.slots):
+                return None  # not provable: correct replicas never let this through (see validate)
+            return self._decide(seq, txn, True, self._reads(txn, yes), None)
+        refusals = [votes[s.participant] for s in txn.slots
+                    if s.participant in votes and not votes[s.participant].yes]
+        reason = refusals[0].reason if refusals else TIMEOUT_REASON
+        return self._decide(seq, txn, False, [None] * len(txn.ops), reason or "participant voted no")
+
     def _decide(self, seq: int, txn: PendingTxn, commit: bool, reads: list, reason: str | None) -> ReplyItem:
         del self._pending[txn.txn_id]
-        self._changed()
-        self._decided[txn.txn_id] = DecidedTxn(txn.txn_id, commit, txn.slots)
-        while len(self._decided) > self.config.decided_retention:
-            self._decided.popitem(last=False)
-        for soft in (self._started, self._votes):
+        decided = DecidedTxn(txn.txn_id, commit, txn.slots)
+        self._decided[txn.txn_id] = decided
+        self._decided_size += _decided_bytes(decided)
+        self._enforce_decided_cap()
+        for soft in (self._started, self._votes, self._dirty):
             soft.pop(txn.txn_id, None)
+        self._vote_timers.cancel(txn.txn_id)
         self._prepare_sent.forget(txn.txn_id)
+        self._decides.done(txn.txn_id)
         self._counts["committed" if commit else "aborted"] += 1
-        self._unacked[txn.txn_id] = {s.participant for s in txn.slots}
-        self._send_decisions(txn.txn_id)
+        if txn.txn_id in self._decided:
+            self._delivery.decided(decided, self._now)
         outcome = "commit" if commit else "abort"
         self._events.append(Decided(txn.txn_id, outcome, seq, reason))
         return self._reply(txn.client, txn.request_id, TxnResult(commit, outcome, txn.txn_id, reads, reason))
+
+    def _enforce_decided_cap(self) -> None:
+        """The hard cap on the decided table (final transactions normally left long before)."""
+        while self._decided and (len(self._decided) > self.config.decided_retention
+                                 or self._decided_size > self.config.decided_bytes):
+            txn_id = next(iter(self._decided))
+            if txn_id in self._delivery.unacked:
+                self._counts["evicted_unfinal"] += 1
+            self._forget(txn_id)
+
+    def _forget(self, txn_id: str) -> None:
+        decided = self._decided.pop(txn_id, None)
+        if decided is None:
+            return
+        self._decided_size -= _decided_bytes(decided)
+        self._counts["forgotten"] += 1
+        self._delivery.drop(txn_id)
+        self._forgets.done(txn_id)
 
     def _reply(self, client: str, request_id: int, result: TxnResult) -> ReplyItem:
         return (client, request_id, encode(result))
@@ -201,59 +297,19 @@ class CoordinatorApp:
             position[op.participant] += 1
         return reads
 
-    def _evidence_votes(self, decide: Decide, txn: PendingTxn) -> dict[str, Vote]:
-        """The votes for ``txn`` that ``decide``'s evidence proves, one per participant (when an
-        equivocating participant's YES and NO are both shown, the one ``decide`` needs wins)."""
-        pseq_of = {s.participant: s.pseq for s in txn.slots}
-        found: dict[str, Vote] = {}
-        for envelope in decide.evidence:
-            batch = self._open_vote_batch(envelope)
-            if batch is None or batch.participant not in pseq_of:
-                continue
-            for vote in batch.votes:
-                if vote.txn_id == txn.txn_id and vote.pseq == pseq_of[batch.participant]:
-                    previous = found.get(batch.participant)
-                    if previous is None or vote.yes == decide.commit:
-                        found[batch.participant] = vote
-        return found
+    def _evidence_votes(self, txn: PendingTxn, commit: bool, envelopes) -> dict[str, Vote]:
+        """The votes for ``txn`` that the signed batches ``envelopes`` prove (``evidence``)."""
+        return proven_votes(self._batches, txn, commit, envelopes)
 
-    def _compare_with_my_votes(self, decide: Decide, txn: PendingTxn) -> None:
+    def _compare_with_my_votes(self, txn: PendingTxn, envelopes) -> None:
         """A DECIDE carries signed votes: one that differs from the vote this replica received
         from the same participant for the same slot proves equivocation (a replica that saw only
         one of the two batches learns of the other here)."""
-        mine = self._votes.get(txn.txn_id, {})
-        pseq_of = {s.participant: s.pseq for s in txn.slots}
-        for envelope in decide.evidence:
-            batch = self._open_vote_batch(envelope)
-            if batch is None or batch.participant not in mine:
-                continue
-            my_vote, my_envelope = mine[batch.participant]
-            for vote in batch.votes:
-                if (vote.txn_id == txn.txn_id and vote.pseq == pseq_of.get(batch.participant)
-                        and (vote.yes, vote.reads) != (my_vote.yes, my_vote.reads)):
-                    self._record_equivocation(txn.txn_id, batch.participant, (my_envelope, envelope))
+        for participant, proof in contradictions(self._batches, txn, self._votes.get(txn.txn_id), envelopes):
+            self._record_equivocation(txn.txn_id, participant, proof)
 
-    def _open_vote_batch(self, envelope: bytes) -> VoteBatch | None:
-        """A participant's signed vote batch, or None if it is not one (cached by digest)."""
-        key = digest(envelope)
-        if key in self._verified:
-            self._verified.move_to_end(key)
-            return self._verified[key]
-        batch = None
-        try:
-            env = decode(envelope, Envelope)
-            if env.sender in self.config.participants and self.keys.verify(env.sender, env.body, env.auth):
-                candidate = decode(env.body, VoteBatch)
-                batch = candidate if candidate.participant == env.sender else None
-        except RemoteProtocolError:
-            batch = None
-        self._remember_verified(key, batch)
-        return batch
-
-    def _remember_verified(self, key: bytes, batch: VoteBatch | None) -> None:
-        self._verified[key] = batch
-        while len(self._verified) > VERIFIED_CACHE:
-            self._verified.popitem(last=False)
+    def _parse(self, proposal: bytes) -> Decide | DecideBatch | Forget | None:
+        return self._decoded.parse(proposal)
 
     # =========================================================================================
     # Soft state: what this replica has seen of the outside world
@@ -273,81 +329,128 @@ class CoordinatorApp:
         elif isinstance(msg, AckBatch):
             self._on_acks(env.sender, msg)
         else:
-            self._on_query(env.sender, msg)
+            self._delivery.query(env.sender, msg, self._decided)
         return True
 
     def tick(self, now_ms: int) -> None:
+        """Only what expired: vote timeouts, PREPAREs and decisions due for a resend."""
         self._now = now_ms
-        for txn_id, txn in self._pending.items():
-            if txn_id not in self._started:
-                self._started[txn_id] = now_ms
-                self._changed()
-            if self._prepare_sent.due(txn_id, now_ms):
+        for txn_id in self._vote_timers.expired(now_ms):
+            if txn_id in self._pending:
+                self._dirty[txn_id] = None
+        for txn_id in self._prepare_sent.due(now_ms):
+            txn = self._pending.get(txn_id)
+            if txn is not None:
                 voted = self._votes.get(txn_id, {})
-                self._send_prepares(txn, [s for s in txn.slots if s.participant not in voted])
-        for txn_id, waiting in list(self._unacked.items()):
-            if self._decision_sent.due(txn_id, now_ms):
-                self._send_decisions(txn_id, waiting)
+                missing = [s for s in txn.slots if s.participant not in voted]
+                if missing:
+                    self._send_prepares(txn, missing)
+        self._delivery.resend_due(self._decided, now_ms)
+        self.work["timer_visits"] = self._vote_timers.visits + self._prepare_sent.visits + self._delivery.visits
 
     def proposals(self) -> list[bytes]:
-        """Recomputed only when a vote, an execution or an expiring timer changed the answer
-        (PBFT asks after every step)."""
-        if self._proposals_cache is not None and self._now < self._proposals_expire:
-            return list(self._proposals_cache)
-        out = []
-        expire = None
-        for txn in self._pending.values():
-            decide = self._due_decide(txn)
-            if decide is not None:
-                out.append(encode(decide))
-            elif txn.txn_id in self._started:
-                deadline = self._started[txn.txn_id] + self.config.vote_timeout_ms
-                expire = deadline if expire is None else min(expire, deadline)
-        self._proposals_cache, self._proposals_expire = out, (expire if expire is not None else float("inf"))
-        return list(out)
+        """The proposals built and not yet executed; what became due since the last call is
+        built now (PBFT asks after every step, so this costs only what changed)."""
+        if self._dirty:
+            self._build_decides()
+        oldest = self._delivery.oldest_final()
+        if oldest is not None and oldest + self.config.resend_ms <= self._now:
+            self._build_forgets()
+        return self._decides.proposals() + self._forgets.proposals()
 
-    def _changed(self) -> None:
-        self._proposals_cache = None
+    def _build_decides(self) -> None:
+        builder = DecideBuilder(self.config.proposal_bytes)
+        for txn_id in self._dirty:
+            txn = self._pending.get(txn_id)
+            if txn is not None and not self._decides.covers(txn_id):
+                due = self._due_decide(txn)
+                if due is not None:
+                    builder.add(*due)
+        self._dirty.clear()
+        for proposal, txn_ids in builder.finish():
+            self._decides.add(proposal, txn_ids)
+
+    def _build_forgets(self) -> None:
+        """Transactions final here for a resend period (the other replicas' acknowledgements
+        have had time to arrive, so a Forget rarely makes a backup WAIT)."""
+        ready = self._delivery.take_final(self._now - self.config.resend_ms)
+        for proposal, txn_ids in forget_proposals(ready, self.config.proposal_bytes):
+            self._forgets.add(proposal, txn_ids)
 
     def validate_proposal(self, proposal: bytes) -> Verdict:
-        """The rule a correct replica applies to a DECIDE before it prepares it:
+        """The rule a correct replica applies to a proposal before it prepares it.
+
+        A DECIDE, for each of its decisions:
 
         - COMMIT: ACCEPT only with a valid signed YES from every participant of the transaction;
         - ABORT: ACCEPT with a valid signed NO from one of them, or, without evidence, once this
           replica's own vote timer for the transaction expired (WAIT until then);
-        - anything else (bad signatures, votes for another transaction) is REJECTed: forged;
+        - anything else (bad signatures, votes for another transaction, an index that points
+          nowhere) is REJECTed: forged;
         - a transaction this replica has not executed yet: WAIT; decided already: ACCEPT (a no-op).
+
+        A FORGET: ACCEPT for transactions this replica knows final (or gone already), WAIT while
+        it does not; a pending transaction is never final. A proposal larger than any a correct
+        replica builds is REJECTed. The proposal's verdict is the worst of its parts'.
         """
-        try:
-            decide = decode(proposal, Decide)
-        except DecodeError:
+        parsed = self._parse(proposal)
+        if parsed is None:
             return Verdict.REJECT
-        if decide.txn_id in self._decided:
-            return Verdict.ACCEPT
-        txn = self._pending.get(decide.txn_id)
+        if isinstance(parsed, Forget):
+            return self._forget_verdict(parsed, len(proposal))
+        if isinstance(parsed, DecideBatch):
+            if len(parsed.decisions) > 1 and len(proposal) > self.config.proposal_bytes:
+                return Verdict.REJECT
+            if any(not all(0 <= i < len(parsed.vote_batches) for i in d.evidence) for d in parsed.decisions):
+                return Verdict.REJECT
+            envelopes = parsed.vote_batches
+        else:
+            envelopes = parsed.evidence
+        if any(self._batches.open(e) is None for e in envelopes):
+            return Verdict.REJECT
+        verdict = Verdict.ACCEPT
+        for due in decisions_in(parsed):
+            one = self._decision_verdict(*due)
+            if one is Verdict.REJECT:
+                return one
+            if one is Verdict.WAIT:
+                verdict = one
+        return verdict
+
+    def _decision_verdict(self, txn_id: str, commit: bool, envelopes) -> Verdict:
+        txn = self._pending.get(txn_id)
         if txn is None:
-            return Verdict.WAIT
-        if any(self._open_vote_batch(e) is None for e in decide.evidence):
-            return Verdict.REJECT
-        self._compare_with_my_votes(decide, txn)
-        votes = self._evidence_votes(decide, txn)
-        if decide.commit:
+            return Verdict.ACCEPT if self._was_executed(txn_id) else Verdict.WAIT
+        self._compare_with_my_votes(txn, envelopes)
+        votes = self._evidence_votes(txn, commit, envelopes)
+        if commit:
             all_yes = len(votes) == len(txn.slots) and all(v.yes for v in votes.values())
             return Verdict.ACCEPT if all_yes else Verdict.REJECT
         if any(not v.yes for v in votes.values()):
             return Verdict.ACCEPT
-        if decide.evidence:
+        if envelopes:
             return Verdict.REJECT
-        return Verdict.ACCEPT if self._timed_out(txn.txn_id) else Verdict.WAIT
+        return Verdict.ACCEPT if self._timed_out(txn_id) else Verdict.WAIT
+
+    def _forget_verdict(self, forget: Forget, size: int) -> Verdict:
+        if size > self.config.proposal_bytes:
+            return Verdict.REJECT
+        for txn_id in forget.txn_ids:
+            if txn_id in self._decided:
+                if not self._delivery.final_for(txn_id, self._decided):
+                    return Verdict.WAIT  # not final here (yet)
+            elif txn_id in self._pending or not self._was_executed(txn_id):
+                return Verdict.WAIT  # not decided here yet: an earlier slot will decide it
+        return Verdict.ACCEPT
 
     def take_messages(self) -> list[Outgoing]:
         out: list[Outgoing] = []
         for participant, items in sorted(self._prepare_out.items()):
             out.append((participant, seal_mac(self.keys, participant, PrepareBatch(tuple(items.values())))))
-        for participant, decisions in sorted(self._decision_out.items()):
+        for participant, decisions in sorted(self._delivery.outbox.items()):
             out.append((participant, seal_mac(self.keys, participant, DecisionBatch(tuple(decisions.values())))))
         self._prepare_out.clear()
-        self._decision_out.clear()
+        self._delivery.outbox.clear()
         return out
 
     def take_events(self) -> list:
@@ -357,31 +460,37 @@ class CoordinatorApp:
 
     def status(self) -> dict:
         return {
-            "pending": len(self._pending), "in_flight": len(self._unacked),
-            "final": self._counts["final"], "committed": self._counts["committed"],
+            "pending": len(self._pending), "in_flight": len(self._delivery.unacked),
+            "final": self._delivery.finals, "committed": self._counts["committed"],
             "aborted": self._counts["aborted"], "decided_kept": len(self._decided),
+            "decided_bytes": self._decided_size, "forgotten": self._counts["forgotten"],
+            "evicted_unfinal": self._counts["evicted_unfinal"],
             "next_pseq": dict(self._next_pseq), "evidence": len(self.evidence),
-            "rejected": sum(self.rejected.values()),
+            "rejected": sum(self.rejected.values()), "early_votes": len(self._early_votes),
         }
 
     def outcome(self, txn_id: str) -> bool | None:
-        """True (committed), False (aborted) or None (pending or unknown here)."""
+        """True (committed), False (aborted) or None (pending, forgotten or unknown here)."""
         decided = self._decided.get(txn_id)
         return None if decided is None else decided.commit
 
     # -- helpers of the soft part --------------------------------------------------------------
-    def _due_decide(self, txn: PendingTxn) -> Decide | None:
+    def _due_decide(self, txn: PendingTxn) -> Due | None:
+        self.work["due_checks"] += 1
         votes = self._votes.get(txn.txn_id, {})
         for slot in txn.slots:
             vote = votes.get(slot.participant)
             if vote is not None and not vote[0].yes:
-                return Decide(txn.txn_id, False, (vote[1],))
+                return (txn.txn_id, False, (vote[1],))
         if len(votes) == len(txn.slots):
-            evidence = tuple(dict.fromkeys(votes[s.participant][1] for s in txn.slots))
-            return Decide(txn.txn_id, True, evidence)
+            return (txn.txn_id, True, tuple(dict.fromkeys(votes[s.participant][1] for s in txn.slots)))
         if self._timed_out(txn.txn_id):
-            return Decide(txn.txn_id, False, ())
+            return (txn.txn_id, False, ())
         return None
+
+    def _start_timer(self, txn_id: str, now: int) -> None:
+        self._started[txn_id] = now
+        self._vote_timers.schedule(txn_id, now + self.config.vote_timeout_ms)
 
     def _timed_out(self, txn_id: str) -> bool:
         started = self._started.get(txn_id)
@@ -389,18 +498,14 @@ class CoordinatorApp:
 
     def _on_vote_batch(self, env: Envelope, batch: VoteBatch) -> None:
         envelope = encode(env)  # canonical: the very bytes the participant sent, kept as evidence
-        key = digest(envelope)
-        if key not in self._verified:
-            valid = batch.participant == env.sender and self.keys.verify(env.sender, env.body, env.auth)
-            self._remember_verified(key, batch if valid else None)
-        if self._verified[key] is None:
+        if self._batches.received(envelope, env, batch) is None:
             self._reject(env.sender, f"bad signature on VoteBatch from {env.sender!r}")
             return
         for vote in batch.votes:
             txn = self._pending.get(vote.txn_id)
             if txn is None:
-                if vote.txn_id not in self._decided:
-                    self._keep_early_vote(env.sender, vote, envelope)
+                if not self._was_executed(vote.txn_id):
+                    self._early_votes.keep(env.sender, vote, envelope, len(batch.votes))
                 continue
             self._record_vote(txn, env.sender, vote, envelope)
 
@@ -412,7 +517,7 @@ class CoordinatorApp:
         previous = votes.get(participant)
         if previous is None:
             votes[participant] = (vote, envelope)
-            self._changed()
+            self._dirty[txn.txn_id] = None
         elif (previous[0].yes, previous[0].reads) != (vote.yes, vote.reads):
             self._record_equivocation(txn.txn_id, participant, (previous[1], envelope))
 
@@ -435,54 +540,18 @@ class CoordinatorApp:
         self.evidence.append(evidence)
         self._events.append(evidence)
 
-    def _keep_early_vote(self, participant: str, vote: Vote, envelope: bytes) -> None:
-        self._early_votes[(vote.txn_id, participant)] = (vote, envelope)
-        while len(self._early_votes) > EARLY_VOTES:
-            self._early_votes.popitem(last=False)
-
     def _adopt_early_votes(self, txn: PendingTxn) -> None:
         for slot in txn.slots:
-            early = self._early_votes.pop((txn.txn_id, slot.participant), None)
+            early = self._early_votes.take(slot.participant, txn.txn_id)
             if early is not None:
                 self._record_vote(txn, slot.participant, *early)
 
     def _on_acks(self, participant: str, acks: AckBatch) -> None:
-        for item in acks.items:
-            waiting = self._unacked.get(item.txn_id)
-            decided = self._decided.get(item.txn_id)
-            if waiting is None or decided is None or item.commit != decided.commit:
-                continue
-            waiting.discard(participant)
-            if not waiting:
-                del self._unacked[item.txn_id]
-                self._decision_sent.forget(item.txn_id)
-                self._counts["final"] += 1
-                self._events.append(Final(item.txn_id))
-
-    def _on_query(self, participant: str, query: Query) -> None:
-        for item in query.items:
-            decided = self._decided.get(item.txn_id)
-            if decided is None:
-                continue
-            for slot in decided.slots:
-                if slot.participant == participant:
-                    self._decision_out.setdefault(participant, {})[item.txn_id] = DecisionItem(
-                        item.txn_id, slot.pseq, decided.commit)
+        for txn_id in self._delivery.acks(participant, acks, self._decided, self._now):
+            self._events.append(Final(txn_id))
 
     def _send_prepares(self, txn: PendingTxn, slots=None) -> None:
         self._prepare_sent.sent(txn.txn_id, self._now)
         for slot in txn.slots if slots is None else slots:
             ops = tuple(op for op in txn.ops if op.participant == slot.participant)
             self._prepare_out.setdefault(slot.participant, {})[txn.txn_id] = PrepareItem(txn.txn_id, slot.pseq, ops)
-
-    def _send_decisions(self, txn_id: str, participants=None) -> None:
-        decided = self._decided.get(txn_id)
-        if decided is None:
-            self._unacked.pop(txn_id, None)
-            self._decision_sent.forget(txn_id)
-            return
-        self._decision_sent.sent(txn_id, self._now)
-        for slot in decided.slots:
-            if participants is None or slot.participant in participants:
-                self._decision_out.setdefault(slot.participant, {})[txn_id] = DecisionItem(
-                    txn_id, slot.pseq, decided.commit)

@@ -9,8 +9,11 @@ Who sends what, and why that authentication:
 - participant -> replicas ``VoteBatch`` is **signed**, once per flush: a vote is the evidence a
   DECIDE carries, which every replica re-verifies;
 - participant -> replica ``AckBatch`` and ``Query`` are **MAC'd**;
-- ``Decide`` is an App proposal ordered by PBFT (the PRE-PREPARE's signature covers it), with
-  the signed vote batches as evidence.
+- ``DecideBatch`` is an App proposal ordered by PBFT (the PRE-PREPARE's signature covers it):
+  the signed vote batches it needs, each once, and decisions that point into them by index
+  (evidence by reference: one vote batch proves many decisions). ``Decide`` is the one-decision
+  form (each decision carrying its own copies), still accepted. ``Forget`` is the proposal that
+  garbage-collects final transactions (see ``coordinator``).
 
 Records a participant or a coordinator persists are messages of this module too, so storage goes
 through the same strict decoder as the network.
@@ -88,6 +91,25 @@ class Decide(Message, tag=51):
     evidence: tuple[bytes, ...]  # sealed signed VoteBatch envelopes (empty: vote timeout)
 
 
+class Decision(Message, tag=60):
+    """One decision of a ``DecideBatch``: its evidence is indices into the batch's vote batches."""
+
+    txn_id: str
+    commit: bool
+    evidence: tuple[int, ...]
+
+
+class DecideBatch(Message, tag=61):
+    vote_batches: tuple[bytes, ...]  # sealed signed VoteBatch envelopes, each once
+    decisions: tuple[Decision, ...]
+
+
+class Forget(Message, tag=62):
+    """Final transactions (every participant acknowledged its decision) to drop from the state."""
+
+    txn_ids: tuple[str, ...]
+
+
 # ---------------------------------------------------------------------------------------------
 # Persisted records
 
@@ -114,7 +136,8 @@ class DecidedTxn(Message, tag=54):
 class CoordinatorState(Message, tag=55):
     next_pseq: tuple[Slot, ...]  # per participant: the next pseq to assign
     pending: tuple[PendingTxn, ...]  # in execution order
-    decided: tuple[DecidedTxn, ...]  # in decision order, the most recent ``decided_retention``
+    decided: tuple[DecidedTxn, ...]  # in decision order: not yet forgotten, within ``decided_bytes``
+    executed: tuple[Slot, ...]  # per client: the last request id executed (``pseq`` holds it)
 
 
 class KeyWrite(Message, tag=56):

@@ -44,6 +44,25 @@ COUNTS_KEY = b"m/counts"
 RECORD_PREFIX = b"r/"
 EARLY_PREFIX = b"x/"
 QUERY_AFTER_RESENDS = 3  # an undecided YES vote is in doubt after this many resend periods
+MAX_COUNTED_SENDERS = 1_000  # senders counted by name in ``rejected`` (the rest as "<others>")
+
+
+VOTE_BATCH_HEADER = 192  # a signed VoteBatch: envelope, sender names, signature, headers (conservative)
+
+
+def value_bytes(value) -> int:
+    """An upper bound of ``value``'s encoded size."""
+    if isinstance(value, (str, bytes)):
+        return len(value.encode() if isinstance(value, str) else value) + 5
+    if isinstance(value, (list, tuple)):
+        return 5 + sum(value_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return 5 + sum(value_bytes(k) + value_bytes(v) for k, v in value.items())
+    return 9  # None, bool, int, float
+
+
+def vote_bytes(vote: Vote) -> int:
+    return 24 + value_bytes(vote.txn_id) + value_bytes(vote.reads) + value_bytes(vote.reason)
 
 
 def _slot_key(prefix: bytes, pseq: int) -> bytes:
@@ -68,11 +87,11 @@ class Participant:
         self._replicas = frozenset(config.replicas)
         self._out = Outbox()
         self._data = make_data(kind, name, storage)
-        self._prepares: Claims[PrepareItem] = Claims(self.decision_quorum())
+        self._prepares: Claims[PrepareItem] = Claims(self.decision_quorum(), config.claim_bytes)
         self._decisions: Claims[DecisionItem] = Claims(self.decision_quorum())
         self._locks = LockTable()
         self._runnable: list[int] = []
-        self._votes_out: dict[int, Vote] = {}
+        self._votes_out: dict[int, tuple[Vote, int]] = {}  # pseq -> (vote, its size bound)
         self._vote_dests: set[str] = set()
         self._acks_out: dict[str, dict[int, DecisionItem]] = {}
         self._now: int | None = None
@@ -128,24 +147,40 @@ class Participant:
         self._run_granted()
 
     def tick(self, now_ms: int) -> None:
+        if self._now is None:  # the first tick: YES votes recovered from disk start waiting now
+            for pseq, record in sorted(self._records.items()):
+                if record.vote is not None and record.vote.yes:
+                    self._in_doubt_since.setdefault(pseq, now_ms)
         self._now = now_ms
-        for pseq, record in self._records.items():
-            if record.vote is not None and record.vote.yes:
-                self._in_doubt_since.setdefault(pseq, now_ms)
         self._query_in_doubt()
 
     def take_ready(self) -> Ready:
         if self._votes_out:
-            batch = seal_signed(self.keys, VoteBatch(self.node_id, tuple(
-                self._votes_out[p] for p in sorted(self._votes_out))))
-            for dest in sorted(self._vote_dests):
-                self._out.send(dest, batch)
+            for batch in self._vote_batches():
+                sealed = seal_signed(self.keys, batch)
+                for dest in sorted(self._vote_dests):
+                    self._out.send(dest, sealed)
             self._votes_out.clear()
             self._vote_dests.clear()
         for dest, items in sorted(self._acks_out.items()):
             self._out.send(dest, seal_mac(self.keys, dest, AckBatch(tuple(items.values()))))
         self._acks_out.clear()
         return self._out.take()
+
+    def _vote_batches(self) -> list[VoteBatch]:
+        """The votes to send, in pseq order, cut into signed batches of at most
+        ``vote_batch_bytes`` (a single vote larger than that travels alone): a DECIDE carries
+        whole batches as evidence, so their size bounds the proposals built from them."""
+        batches, votes, size = [], [], VOTE_BATCH_HEADER
+        for pseq in sorted(self._votes_out):
+            vote, vote_size = self._votes_out[pseq]
+            if votes and size + vote_size > self.config.vote_batch_bytes:
+                batches.append(VoteBatch(self.node_id, tuple(votes)))
+                votes, size = [], VOTE_BATCH_HEADER
+            votes.append(vote)
+            size += vote_size
+        batches.append(VoteBatch(self.node_id, tuple(votes)))
+        return batches
 
     # -- observation -----------------------------------------------------------------------------
     def state(self) -> dict | list:
@@ -173,7 +208,14 @@ class Participant:
         if item.pseq >= self._next_pseq + self.config.prepare_window:
             self._reject(replica, f"prepare for pseq {item.pseq} beyond the window")
             return
-        self._prepares.add(item.pseq, replica, encode(item), item)
+        if not item.ops or len(item.ops) > self.config.max_ops:
+            self._reject(replica, f"prepare for pseq {item.pseq} with {len(item.ops)} ops (1..{self.config.max_ops})")
+            return
+        key = encode(item)
+        if not self._prepares.fits(item.pseq, replica, len(key)):
+            self._reject(replica, f"prepare for pseq {item.pseq}: {replica}'s claims exceed claim_bytes")
+            return
+        self._prepares.add(item.pseq, replica, key, item)
 
     def _accept_in_order(self) -> None:
         """Accept slots strictly in pseq order, each on f+1 matching prepares (or decided abort)."""
@@ -233,7 +275,7 @@ class Participant:
             self._finish(record, early.commit)
 
     def _send_vote(self, vote: Vote, dests) -> None:
-        self._votes_out[vote.pseq] = vote
+        self._votes_out[vote.pseq] = (vote, vote_bytes(vote))
         self._vote_dests.update(dests)
 
     # -- decisions -----------------------------------------------------------------------------
@@ -306,11 +348,17 @@ class Participant:
 
     # -- in doubt ------------------------------------------------------------------------------
     def _query_in_doubt(self) -> None:
+        """Ask about the YES votes undecided for a while: ``_in_doubt_since`` is in the order
+        they started waiting, so only the old ones are visited."""
         now, period = self._now, self.config.resend_ms
         if self._last_query_ms is not None and now - self._last_query_ms < period:
             return
-        due = [DecisionItem(self._records[p].txn_id, p, False) for p, since in sorted(self._in_doubt_since.items())
-               if now - since >= QUERY_AFTER_RESENDS * period and p in self._records]
+        due = []
+        for p, since in self._in_doubt_since.items():
+            if now - since < QUERY_AFTER_RESENDS * period:
+                break
+            if p in self._records:
+                due.append(DecisionItem(self._records[p].txn_id, p, False))
         if not due:
             return
         self._last_query_ms = now
@@ -319,6 +367,8 @@ class Participant:
 
     # -- misbehaviour ------------------------------------------------------------------------------
     def _reject(self, sender: str, reason: str) -> None:
+        if sender not in self.rejected and len(self.rejected) >= MAX_COUNTED_SENDERS:
+            sender = "<others>"  # the transport's sender is unauthenticated: bound what it can grow
         self.rejected[sender] += 1
         self._out.output(Rejected(self.node_id, sender, reason))
 
