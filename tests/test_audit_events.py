@@ -127,7 +127,7 @@ def test_the_audit_log_keeps_each_event_with_its_txn_id_and_seq(tmp_path):
 
 
 def test_evidence_about_a_transaction_is_in_its_audit_trail(tmp_path):
-    """(h7 finding 8) ``dtm-ray audit TXN`` shows the equivocating-vote evidence about TXN."""
+    """(docs/threat-model.md, hardening finding 8) ``dtm-ray audit TXN`` shows the equivocating-vote evidence about TXN."""
     import os
 
     from loguru import logger

@@ -161,7 +161,7 @@ def test_negative_control_without_a_policy_the_same_put_commits():
 
 
 # ---------------------------------------------------------------------------------------------
-# A refused request is answered (finding 1 of h7_findings.md)
+# A refused request is answered (docs/threat-model.md, hardening finding 1)
 
 
 def test_a_refused_request_gets_an_aborted_result_with_its_reason_and_the_next_one_proceeds():

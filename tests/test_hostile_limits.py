@@ -172,7 +172,7 @@ def test_a_flooded_replica_stays_bounded_and_honest_clients_keep_committing():
 
 
 # ---------------------------------------------------------------------------------------------
-# Bounded batches (finding 5 of h7_findings.md)
+# Bounded batches (docs/threat-model.md, hardening finding 5)
 
 
 def _preprepare_of(world, hostile: str, count: int) -> tuple[PrePrepare, bytes]:
@@ -232,7 +232,7 @@ def test_negative_control_without_the_size_check_the_oversized_batch_is_accepted
 
 
 # ---------------------------------------------------------------------------------------------
-# Rate-limited logging (finding 7 of h7_findings.md)
+# Rate-limited logging (docs/threat-model.md, hardening finding 7)
 
 
 def _log_flood(count: int, period_ms: int = 1) -> list[str]:

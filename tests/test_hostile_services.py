@@ -98,7 +98,7 @@ def equivocation_proofs(world: TxnWorld) -> list:
 
 def test_when_a_replica_sees_both_votes_it_records_the_equivocation_with_a_verifiable_proof():
     """Seed 1: a vote batch resent after the lie reaches R2 both ways (seed 2 does not: see
-    tests/test_hostile_pending.py, finding 4)."""
+    test_an_equivocation_exposed_by_a_decide_is_recorded_with_a_verifiable_proof)."""
     world, _, _ = hostile_world(1)
     world.byzantine[LIAR] = "equivocate-vote"
     world.sim.set_behaviour(LIAR, make_behaviour("equivocate-vote", keys=world.keys[LIAR], config=world.config,
@@ -204,7 +204,7 @@ def test_negative_control_without_the_vote_timeout_a_silent_participant_blocks()
 
 
 def test_an_equivocating_vote_is_an_evidence_output_counted_in_the_replica_status():
-    """(h7 finding 3) The coordinator's equivocating-vote evidence is an ``Evidence`` output (so
+    """(docs/threat-model.md, hardening finding 3) The coordinator's equivocating-vote evidence is an ``Evidence`` output (so
     hosts log and persist it) and appears in the replica's ``status()["evidence"]``."""
     world, _, _ = hostile_world(1)
     world.byzantine["db-2"] = "equivocate-vote"
@@ -218,7 +218,7 @@ def test_an_equivocating_vote_is_an_evidence_output_counted_in_the_replica_statu
 
 
 def test_the_coordinator_reports_what_it_rejects_per_sender():
-    """(h7 finding 2) A vote batch with a bad signature, or from a party that is not a participant, must give a
+    """(docs/threat-model.md, hardening finding 2) A vote batch with a bad signature, or from a party that is not a participant, must give a
     ``Rejected`` output and be counted per sender in the replica's status."""
     world, _, _ = hostile_world(SEED)
     world.sim.run_for(ATTACK_START_MS)
@@ -249,7 +249,7 @@ def test_the_coordinator_s_rejected_table_is_bounded():
 
 
 def test_an_equivocation_exposed_by_a_decide_is_recorded_with_a_verifiable_proof():
-    """(h7 finding 4) A replica that holds the participant's YES and validates or executes a DECIDE
+    """(docs/threat-model.md, hardening finding 4) A replica that holds the participant's YES and validates or executes a DECIDE
     carrying its NO (signed by the same participant, same transaction) holds a proof: with seed 2
     no replica receives both batches directly, so this is the only way it is recorded."""
     world, _, _ = hostile_world(2)
@@ -275,7 +275,7 @@ def test_an_equivocation_exposed_by_a_decide_is_recorded_with_a_verifiable_proof
 
 
 def test_evidence_is_persisted_bounded_and_counted_again_after_a_restart():
-    """(h7 finding 8) A replica's evidence goes to its disk (``persist.EVIDENCE_PREFIX``), at most
+    """(docs/threat-model.md, hardening finding 8) A replica's evidence goes to its disk (``persist.EVIDENCE_PREFIX``), at most
     EVIDENCE_PER_ACCUSED proofs per accused, and ``status()["evidence"]`` survives a restart."""
     world, _, _ = hostile_world(1)
     world.byzantine["db-2"] = "equivocate-vote"

@@ -4,7 +4,7 @@ A prepared certificate (a signed PRE-PREPARE and 2f signed PREPAREs) travels in 
 that covers its seq, from every replica that prepared it, and again inside the NEW-VIEW that
 quotes those VIEW-CHANGEs; a stable-checkpoint proof (2f+1 signed CHECKPOINTs) likewise. Before
 this cache a replica re-verified all of them each time: a third of a primary's CPU during a view
-change under load (docs/findings/performance-proposals.md, proposal 4).
+change under load (docs/performance.md, "What changed the figures").
 
 Whether a certificate verifies is a pure function of its bytes and of this replica's keys and
 configuration, both fixed for the replica's life, so the answer can be remembered. Only

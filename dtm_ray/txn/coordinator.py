@@ -1,6 +1,6 @@
 """The 2PC coordinator: the deterministic application the PBFT log executes on every replica.
 
-The flow, from this replica's point of view (the design's section 2, steps 3-6):
+The flow, from this replica's point of view (the whole transaction: README.md, "Architecture"):
 
 1. **execute(request)** assigns the transaction one sequence number (``pseq``) per participant it
    touches, in log order, so every correct replica assigns the same ones, and sends each
