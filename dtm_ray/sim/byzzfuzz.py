@@ -25,17 +25,18 @@ Rules: pure (no clock, no global random), never raises in the send path.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import msgspec
+
 from dtm_ray.crypto import Envelope, KeyRing, seal_mac, seal_signed
 from dtm_ray.errors import DtmError
 from dtm_ray.faults import Behaviour, open_own
 from dtm_ray.node import Outgoing
-from dtm_ray.wire import decode, encode
+from dtm_ray.wire import Message, decode, encode
 
 SIGNATURE_BYTES = 64  # Ed25519
 MAC_BYTES = 32  # HMAC-SHA256
@@ -86,16 +87,10 @@ def draw_schedule(seed: int, replicas: tuple[str, ...], *, rounds: int = 12, fau
 
 def message_fields(obj: Any) -> tuple[str, ...]:
     """The field names of a protocol message (empty for anything else)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return tuple(f.name for f in dataclasses.fields(obj))
-    return tuple(getattr(obj, "__struct_fields__", ()))
+    return obj.__struct_fields__ if isinstance(obj, Message) else ()
 
 
 def replace_fields(obj: Any, **changes: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.replace(obj, **changes)
-    import msgspec
-
     return msgspec.structs.replace(obj, **changes)
 
 
