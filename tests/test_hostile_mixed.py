@@ -69,5 +69,9 @@ def test_all_attackers_at_once_and_the_checkers_pass(workload, replica, attack, 
     print(context, "honest tx/s during the attack:", during, "evidence:", evidence)
     if attack == "equivocate":
         assert any(e.get(replica) for e in evidence.values()), (context, evidence)
+    if attack == "forge-decision":  # its lies lose to f+1 correct decisions, and are counted
+        lied = {p: world.sim.node(p).status()["contradicted_by"] for p in world.participants}
+        assert any(c.get(replica) for c in lied.values()), (context, lied)
+        assert not any(r in c for c in lied.values() for r in world.replicas if r != replica), (context, lied)
     # the lying participant is convicted by its own signed votes (two vote batches that disagree)
     assert any(e.get(LIAR) for e in evidence.values()), (context, evidence)

@@ -91,6 +91,8 @@ def test_forge_decision_changes_nothing():
     result = run_txn_plan(plan("bank", byzantine=[("R1", "forge-decision")]))
     assert not result.violations, result.report()
     assert sum(p.rejected.get("R1", 0) for p in _participants(result.world)) == 0  # MACs are valid: f+1 rule
+    assert sum(p.contradicted_by["R1"] for p in _participants(result.world)) > 0  # but its lies are counted
+    assert all(set(p.contradicted_by) <= {"R1"} for p in _participants(result.world))
     assert any(r.committed for r in result.world.results().values())
 
 

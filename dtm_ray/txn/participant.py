@@ -22,7 +22,7 @@ Storage layout (besides the data, see ``engine``): ``m/next`` -> next pseq to ac
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 
 import msgspec
 
@@ -44,6 +44,7 @@ COUNTS_KEY = b"m/counts"
 RECORD_PREFIX = b"r/"
 EARLY_PREFIX = b"x/"
 QUERY_AFTER_RESENDS = 3  # an undecided YES vote is in doubt after this many resend periods
+RECENT_OUTCOMES = 4_096  # decided slots remembered to spot a late contradicting decision
 MAX_COUNTED_SENDERS = 1_000  # senders counted by name in ``rejected`` (the rest as "<others>")
 
 
@@ -99,6 +100,8 @@ class Participant:
         self._last_query_ms: int | None = None
         self.evidence: list[Evidence] = []
         self.rejected: Counter[str] = Counter()
+        self.contradicted_by: Counter[str] = Counter()  # replica -> decisions it sent that lost to f+1
+        self._recent_outcomes: OrderedDict[int, bytes] = OrderedDict()  # pseq -> the decided claim
         self.anomalies: list[str] = []  # decisions that contradict this participant's own records
         self._load(storage)
 
@@ -196,6 +199,7 @@ class Participant:
             "applied": self._commits + self._aborts, "committed": self._commits, "aborted": self._aborts,
             "early_decisions": len(self._early), "evidence": len(self.evidence),
             "rejected": sum(self.rejected.values()), "anomalies": len(self.anomalies),
+            "contradicted_by": dict(self.contradicted_by),
         }
 
     # -- prepares --------------------------------------------------------------------------------
@@ -280,6 +284,10 @@ class Participant:
 
     # -- decisions -----------------------------------------------------------------------------
     def _on_decision(self, replica: str, item: DecisionItem) -> None:
+        outcome = self._recent_outcomes.get(item.pseq)
+        if outcome is not None and encode(item) != outcome:  # a late lie about a decided slot
+            self._contradicted(replica)
+            return
         if item.pseq < self._next_pseq and item.pseq not in self._records:
             self._ack(replica, item)  # applied already: say so again
             return
@@ -288,10 +296,26 @@ class Participant:
             return
         if item.pseq in self._early:
             return
-        decided = self._decisions.add(item.pseq, replica, encode(item), item)
+        key = encode(item)
+        decided = self._decisions.add(item.pseq, replica, key, item)
         if decided is not None:
-            self._decisions.drop(item.pseq)
+            self._settle_claims(item.pseq, encode(decided))
             self._on_decided(decided)
+
+    def _settle_claims(self, pseq: int, winner: bytes) -> None:
+        """The slot is decided by f+1 matching claims: a replica that claimed another outcome for
+        it lied to this participant (it MAC'd the lie itself; only this participant can check the
+        MAC, so the proof convinces nobody else, but the count tells the operator who lies)."""
+        for replica, key in self._decisions.keys_at(pseq).items():
+            if key != winner:
+                self._contradicted(replica)
+        self._decisions.drop(pseq)
+        self._recent_outcomes[pseq] = winner
+        while len(self._recent_outcomes) > RECENT_OUTCOMES:
+            self._recent_outcomes.popitem(last=False)
+
+    def _contradicted(self, replica: str) -> None:
+        self.contradicted_by[replica] += 1  # keyed by replicas only: bounded by n
 
     def _on_decided(self, item: DecisionItem) -> None:
         record = self._records.get(item.pseq)

@@ -53,6 +53,10 @@ class Claims(Generic[T]):
                 return item
         return None
 
+    def keys_at(self, slot: int) -> dict[str, bytes]:
+        """Each replica's claim at ``slot``, as canonical bytes."""
+        return {replica: key for replica, (key, _item) in self._by_slot.get(slot, {}).items()}
+
     def drop(self, slot: int) -> None:
         for replica, (key, _item) in self._by_slot.pop(slot, {}).items():
             self._bytes[replica] -= len(key)
