@@ -284,7 +284,20 @@ def _spread(world: TxnWorld, hostile: str, count: int, make: Callable[[int], byt
 
 
 def _marker_detector(marker: str) -> Callable[[TxnWorld, Attack], int]:
+    """Counts the watcher's rejections whose reason names ``marker`` (never empty: an empty
+    marker would count every rejection, the attacker's or not, as a detection)."""
+    if not marker:
+        raise ValueError("a detector needs a marker that names the attack's rejection")
     return lambda world, attack: rejections(world, WATCHER, marker, since_ms=ATTACK_START_MS)
+
+
+def _from_attacker(hostile: str, marker: str) -> Callable[[TxnWorld, Attack], int]:
+    """Counts the watcher's rejections of messages *from the attacker* whose reason names ``marker``."""
+    def detect(world: TxnWorld, attack: Attack) -> int:
+        return sum(1 for o in world.sim.outputs
+                   if o.party == WATCHER and o.time_ms >= ATTACK_START_MS and isinstance(o.output, Rejected)
+                   and o.output.sender == hostile and marker in o.output.reason)
+    return detect
 
 
 def attack_forged_auth(world: TxnWorld, hostile: str, rng: random.Random, count: int = 100) -> Attack:
@@ -368,7 +381,7 @@ def attack_request_flood(world: TxnWorld, hostile: str, rng: random.Random, coun
 
 def attack_garbage_flood(world: TxnWorld, hostile: str, rng: random.Random, count: int = 1_000) -> Attack:
     _spread(world, hostile, count, lambda i: rng.randbytes(rng.randrange(1, 200)))
-    return Attack("garbage flood (random bytes)", count, _marker_detector(""))
+    return Attack("garbage flood (random bytes)", count, _from_attacker(hostile, "malformed"))
 
 
 CLIENT_ATTACKS: dict[str, Callable[..., Attack]] = {
