@@ -23,7 +23,7 @@ from __future__ import annotations
 import pytest
 
 from dtm_ray.crypto import seal_mac
-from dtm_ray.pbft import replica as replica_module
+from dtm_ray.pbft import intake
 from dtm_ray.pbft.messages import Reply
 from dtm_ray.sim.hostile import (ATTACK_START_MS, CLIENT_ATTACKS, client_request, hostile_world, rejections,
                                  run_client_attack)
@@ -84,7 +84,7 @@ def test_an_impersonated_client_keeps_committing_under_its_own_name():
 
 
 def test_negative_control_without_the_per_client_limit_the_flood_is_not_limited(monkeypatch):
-    monkeypatch.setattr(replica_module, "MAX_PENDING_PER_CLIENT", 10**9)
+    monkeypatch.setattr(intake, "MAX_PENDING_PER_CLIENT", 10**9)
     world, attack, _ = run_client_attack("request-flood", SEED, count=150)
     assert attack.detected(world) == 0  # the assertion of the flood test above would fail
 
@@ -184,7 +184,7 @@ def test_negative_control_without_refusal_replies_the_refused_client_hears_nothi
         def allow(self, key, now_ms, cost=1) -> bool:
             return False
 
-    monkeypatch.setattr(replica_module, "TokenBucket", NeverAllow)
+    monkeypatch.setattr(intake, "TokenBucket", NeverAllow)
     world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}))})
     _submit_and_run(world, hostile, [Op.put("db-1", "k", 1)])
     assert _results(world, hostile) == []  # the assertion of the test above would fail
@@ -232,10 +232,10 @@ def test_refusal_replies_are_rate_limited_per_client():
     """A client flooding refused requests gets at most the bucket's burst of answers (then its
     rate): refusals cannot be turned into an amplifier; all of them are still counted."""
     world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}))})
-    assert _refused_copies(world, hostile, 200) == replica_module.REFUSAL_BURST
+    assert _refused_copies(world, hostile, 200) == intake.REFUSAL_BURST
 
 
 def test_negative_control_without_the_refusal_limit_every_refused_copy_is_answered(monkeypatch):
-    monkeypatch.setattr(replica_module, "REFUSAL_BURST", 10**6)
+    monkeypatch.setattr(intake, "REFUSAL_BURST", 10**6)
     world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}))})
     assert _refused_copies(world, hostile, 200) == 200
