@@ -4,11 +4,18 @@ A request is authenticated once (``_admit``: the client's signature or authentic
 the App's policy), then remembered as *pending* until it executes, and forwarded to the primary
 by a backup (the client's own envelope, so the primary checks the client's authentication
 itself). A PRE-PREPARE is checked request by request with the same ``_admit``; one that waits for
-the App (a proposal not valid here yet, ``Verdict.WAIT``) is *held* in its slot and re-checked.
+the App (a proposal not valid here yet, ``Verdict.WAIT``) is *held* in its slot and re-checked
+only after the App moved (see ``_retry_held``).
+
+Work per request is O(1): ``queued`` is the primary's queue (pending and in no pre-prepare of
+this view, in arrival order), so cutting a batch takes its head instead of filtering every
+pending request; ``waiting_requests`` is in arrival order too, so the oldest waiter, which the
+view-change timer needs, is its first entry (every waiter has the same timeout and arrivals are
+stamped with a clock that never goes back: a deadline heap would only ever pop its oldest entry).
 
 Shared state it owns (set up by ``_init_intake``): ``pending``, ``pending_per_client``,
-``_admitted``, ``waiting_since`` (request or due proposal -> first seen: what the view-change
-timers watch), ``_refusals``. It uses the replica's ``clients`` table (replays), ``view``,
+``queued``, ``_admitted``, ``waiting_requests`` (request -> first seen here), ``held_seqs``,
+``_refusals``. It uses the replica's ``clients`` table (replays), ``inflight``, ``view``,
 ``primary`` and ``_reject``.
 """
 
@@ -20,6 +27,7 @@ from dtm_ray.crypto import Envelope, seal_mac
 from dtm_ray.errors import RemoteProtocolError
 from dtm_ray.limits import TokenBucket
 from dtm_ray.pbft.app import Verdict
+from dtm_ray.pbft.log import Slot
 from dtm_ray.pbft.messages import PrePrepare, Reply, Request, open_request
 from dtm_ray.wire import decode
 
@@ -34,8 +42,11 @@ class RequestIntake:
     def _init_intake(self) -> None:
         self.pending: dict[tuple[str, int], bytes] = {}  # requests seen, not yet executed
         self.pending_per_client: Counter[str] = Counter()
+        self.queued: dict[tuple[str, int], bytes] = {}  # pending, in no pre-prepare of this view: FIFO
         self._admitted: dict[bytes, Request] = {}  # authentic, admissible request envelopes
-        self.waiting_since: dict[tuple, int] = {}  # request or due proposal -> when first seen here
+        self.waiting_requests: dict[tuple[str, int], int] = {}  # request -> when first seen here (FIFO)
+        self.held_seqs: set[int] = set()  # slots holding a pre-prepare for the App
+        self._held_stale = False  # the App moved since held pre-prepares were last re-checked
         self._refusals = TokenBucket(REFUSALS_PER_S, REFUSAL_BURST)  # keyed by (authenticated) client
 
     def _admit(self, payload: bytes, env: Envelope) -> tuple[Request, str | None]:
@@ -77,11 +88,14 @@ class RequestIntake:
                 return
             self.pending[key] = payload
             self.pending_per_client[req.client] += 1
-        self.waiting_since.setdefault(("req",) + key, self.now)
+            if key not in self.inflight:
+                self.queued[key] = payload
+        self.waiting_requests.setdefault(key, self.now)
         if not self.is_primary:
             self._out.send(self.primary, payload, after_persist=False)  # the client's own envelope
 
     def _forget_pending(self, key: tuple[str, int]) -> None:
+        self.queued.pop(key, None)
         if self.pending.pop(key, None) is not None:
             self.pending_per_client[key[0]] -= 1
             if not self.pending_per_client[key[0]]:
@@ -120,10 +134,40 @@ class RequestIntake:
             waiting |= verdict is Verdict.WAIT
         return (Verdict.WAIT if waiting else Verdict.ACCEPT), None
 
+    def _hold(self, slot: Slot, pp: PrePrepare, payload: bytes, waiting_at: int) -> None:
+        slot.held, slot.held_from = (pp, payload), waiting_at
+        self.held_seqs.add(slot.seq)
+
     def _retry_held(self) -> None:
-        """Pre-prepares held for the App (Verdict.WAIT) are re-checked after every step."""
-        for slot in [s for s in self.log.slots.values() if s.held is not None]:
-            if slot.held is not None and not self.view_changing:
-                pp, payload = slot.held
-                slot.held = None
-                self._on_preprepare(self.config.primary(pp.view), pp, payload)
+        """Re-check the pre-prepares held for the App, but only once the App moved (what a
+        proposal waits for, a vote, a timer or an execution, reaches the App only through
+        ``receive``, ``tick``, ``execute*`` or ``restore``), and each from the proposal it waited
+        on: a held batch costs one ``validate_proposal`` per App step until it is ready, then
+        one full check."""
+        if not self._held_stale or self.view_changing:
+            return
+        self._held_stale = False
+        for seq in sorted(self.held_seqs):
+            slot = self.log.get(seq)
+            if slot is None or slot.held is None:
+                self.held_seqs.discard(seq)  # accepted, collected or dropped by a view change
+                continue
+            pp, payload = slot.held
+            waiting_at = self._first_waiting(pp, slot.held_from)
+            if waiting_at is not None:
+                slot.held_from = waiting_at
+                continue
+            slot.held = None
+            self.held_seqs.discard(seq)
+            self._on_preprepare(self.config.primary(pp.view), pp, payload)
+
+    def _first_waiting(self, pp: PrePrepare, start: int) -> int | None:
+        """The index of the first proposal from ``start`` on that still waits (None: none does,
+        or one is rejected: the full check then decides)."""
+        for i in range(start, len(pp.proposals)):
+            verdict = self.app.validate_proposal(pp.proposals[i])
+            if verdict is Verdict.WAIT:
+                return i
+            if verdict is Verdict.REJECT:
+                return None
+        return None

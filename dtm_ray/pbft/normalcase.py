@@ -13,6 +13,8 @@ Shared state it owns (``_init_normal_case``): ``next_seq``, ``inflight`` /
 
 from __future__ import annotations
 
+from itertools import islice
+
 from dtm_ray.crypto import Envelope
 from dtm_ray.errors import AuthError
 from dtm_ray.pbft import persist, quorum
@@ -30,6 +32,10 @@ class NormalCase:
         self.inflight: set[tuple[str, int]] = set()  # in a pre-prepare of the current view
         self.inflight_proposals: set[bytes] = set()
         self.batch_started: int | None = None
+        self.queued_proposals: dict[bytes, None] = {}  # due, in no pre-prepare of this view (App order)
+        self.waiting_proposals: dict[bytes, int] = {}  # due proposal -> when first seen due here
+        self.oldest_proposal_ms: int | None = None
+        self._proposals_stale = True  # the App moved since ``proposals()`` was last asked
 
     # -----------------------------------------------------------------------------------------
     # The primary proposes
@@ -41,22 +47,47 @@ class NormalCase:
         if not self.is_primary or self.view_changing or self.state_target:
             return
         while self.next_seq <= self.log.high and self._room_in_flight():
-            props = [p for p in self.app.proposals() if p not in self.inflight_proposals]
-            reqs = [(k, p) for k, p in self.pending.items() if k not in self.inflight]
-            if not props and not reqs:
+            self._refresh_proposals()
+            if not self.queued_proposals and not self.queued:
                 self.batch_started = None
                 return
             if self.batch_started is None:
                 self.batch_started = self.now
-            full = len(props) + len(reqs) >= self.config.batch_size
+            full = len(self.queued_proposals) + len(self.queued) >= self.config.batch_size
             if not full and self.now - self.batch_started < self.config.batch_wait_ms:
                 return
-            props = props[: self.config.batch_size]
-            reqs = reqs[: self.config.batch_size - len(props)]
+            props = list(islice(self.queued_proposals, self.config.batch_size))
+            reqs = list(islice(self.queued.items(), self.config.batch_size - len(props)))
+            for p in props:
+                del self.queued_proposals[p]
+            for k, _ in reqs:
+                del self.queued[k]
             self._send_preprepare(tuple(p for _, p in reqs), tuple(props))
             self.inflight.update(k for k, _ in reqs)
             self.inflight_proposals.update(props)
             self.batch_started = self.now if full else None
+
+    # -----------------------------------------------------------------------------------------
+    # The App's due proposals
+
+    def _app_moved(self) -> None:
+        """The App's soft state changed (``receive``, ``tick``, ``execute*``, ``restore``: the only
+        ways it changes, see ``app``): its due proposals and its verdicts on held pre-prepares may
+        be different now. They are asked for again once, at the end of the step, instead of on
+        every message."""
+        self._proposals_stale = True
+        self._held_stale = True
+
+    def _refresh_proposals(self) -> None:
+        """Ask the App for its due proposals (only if it moved): which wait (and since when: the
+        timers watch the oldest), and which the primary may still put in a batch."""
+        if not self._proposals_stale:
+            return
+        self._proposals_stale = False
+        due = self.app.proposals()
+        self.waiting_proposals = {p: self.waiting_proposals.get(p, self.now) for p in due}
+        self.oldest_proposal_ms = min(self.waiting_proposals.values(), default=None)
+        self.queued_proposals = dict.fromkeys(p for p in due if p not in self.inflight_proposals)
 
     def _room_in_flight(self) -> bool:
         """Whether the primary may start another instance: fewer than ``max_inflight_batches``
@@ -115,7 +146,7 @@ class NormalCase:
                 self._start_view_change(self.view + 1)
             return
         if verdict is Verdict.WAIT:
-            slot.held = (pp, payload)
+            self._hold(slot, pp, payload, self._first_waiting(pp, 0) or 0)
             return
         self._accept_preprepare(slot, pp, payload)
 
@@ -246,8 +277,9 @@ class NormalCase:
         replies: list[ReplyItem] = []
         for proposal in pp.proposals:
             self.inflight_proposals.discard(proposal)
-            self.waiting_since.pop(("prop", proposal), None)
+            self.waiting_proposals.pop(proposal, None)
             replies += self.app.execute_proposal(seq, proposal)
+        self._app_moved()
         fresh = []
         # The latency the timers adapt to is the protocol's (this replica accepted the batch ->
         # executed it), not the queue's (a request's first sighting -> executed): the stall rule
@@ -259,7 +291,7 @@ class NormalCase:
             key = (req.client, req.request_id)
             self._forget_pending(key)
             self.inflight.discard(key)
-            self.waiting_since.pop(("req",) + key, None)
+            self.waiting_requests.pop(key, None)
             entry = self.clients.get(req.client)
             if entry is not None and req.request_id <= entry.request_id:
                 continue  # a replay, or ordered twice: exactly once

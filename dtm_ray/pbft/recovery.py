@@ -29,6 +29,7 @@ class Recovery:
             record = decode(raw_stable, StableRecord)
             state = decode(record.state, ReplicaState)
             self.app.restore(state.app)
+            self._app_moved()
             self.clients = {r.client: ClientEntry(r.request_id, r.result) for r in state.clients}
             digest = state_digest(record.state)
             self.stable = Stable(record.seq, digest, record.proof, record.state)

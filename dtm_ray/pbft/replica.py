@@ -100,7 +100,9 @@ class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recove
                 self._on_replica_message(env, body, payload)
             elif isinstance(body, (StateRequest, StateReply, SlotRequest, Status)):
                 self._on_state_message(env, body)
-            elif not self.app.receive(env):
+            elif self.app.receive(env):
+                self._app_moved()
+            else:
                 self._reject(sender, f"unexpected {type(body).__name__}")
         except RemoteProtocolError as exc:
             self._reject(sender, str(exc))
@@ -118,7 +120,8 @@ class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recove
             for r in self.peers:
                 self._out.send(r, seal_mac(self.keys, r, StateRequest(1)), after_persist=False)
         self.app.tick(self.now)
-        self._track_due_proposals()
+        self._app_moved()
+        self._refresh_proposals()
         self._check_timers()
         self._send_status()
         if self.now - self.last_retransmit >= self.retransmit_ms:
@@ -130,6 +133,7 @@ class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recove
         return self._out.take()
 
     def _after_step(self) -> None:
+        self._refresh_proposals()
         self._retry_held()
         self._propose()
         for dest, payload in self.app.take_messages():

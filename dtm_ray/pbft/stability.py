@@ -138,6 +138,7 @@ class Stability:
     def _install_state(self, seq: int, digest: bytes, proof: tuple[bytes, ...], raw: bytes,
                        state: ReplicaState) -> None:
         self.app.restore(state.app)
+        self._app_moved()
         self.clients = {r.client: ClientEntry(r.request_id, r.result) for r in state.clients}
         self.executed = seq
         self.my_checkpoints[seq] = (digest, raw, seal(self.keys, Checkpoint(seq, digest)))
@@ -145,7 +146,7 @@ class Stability:
         self.state_target = 0
         for key in [k for k in self.pending if k[1] <= self.clients.get(k[0], ClientEntry(0, None)).request_id]:
             self._forget_pending(key)
-            self.waiting_since.pop(("req",) + key, None)
+            self.waiting_requests.pop(key, None)
         self.next_seq = max(self.next_seq, seq + 1)
         self._out.output(StateTransferred(self.id, seq))
         self._execute_ready()

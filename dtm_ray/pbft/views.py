@@ -86,18 +86,11 @@ class ViewChanges:
         else:
             self.latency_ewma_ms += LATENCY_EWMA_WEIGHT * (sample_ms - self.latency_ewma_ms)
 
-    def _track_due_proposals(self) -> None:
-        due = set(self.app.proposals())
-        for key in [k for k in self.waiting_since if k[0] == "prop" and k[1] not in due]:
-            del self.waiting_since[key]
-        for proposal in due:
-            self.waiting_since.setdefault(("prop", proposal), self.now)
-
     def _check_timers(self) -> None:
         if self.view_changing:
             if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self._start_view_change(self.vc_target + 1)  # the NEW-VIEW did not come: next one
-        elif self.waiting_since and not self.state_target and self._primary_is_failing():
+        elif (self.waiting_requests or self.waiting_proposals) and not self.state_target and self._primary_is_failing():
             self._start_view_change(self.view + 1)
 
     def _primary_is_failing(self) -> bool:
@@ -115,7 +108,9 @@ class ViewChanges:
         docs/findings/performance-proposals.md). Duplicates and replays do not make a batch
         full (``fresh`` counts first executions only), so a faulty primary cannot pad its way
         out of the rule."""
-        oldest = max(min(self.waiting_since.values()), self.view_started_ms)
+        first_request = next(iter(self.waiting_requests.values()), None)  # FIFO: the oldest
+        oldest = min(t for t in (first_request, self.oldest_proposal_ms) if t is not None)
+        oldest = max(oldest, self.view_started_ms)
         timeout = self._timeout_ms()
         stalled = self.now - max(oldest, self.last_progress_ms) >= timeout
         censored = self.now - max(oldest, self.last_full_batch_ms) >= CENSORSHIP_FACTOR * timeout
@@ -242,6 +237,8 @@ class ViewChanges:
                 self._accept_preprepare(self.log.slot(pp.seq), pp, payload)
                 self.inflight.update(self._request_keys(pp))
                 self.inflight_proposals.update(pp.proposals)
+        self.queued = {k: p for k, p in self.pending.items() if k not in self.inflight}
+        self._proposals_stale = True  # the proposals in flight changed
         self.next_seq = max([plan.min_s, self.executed, self.log.low] + [pp.seq for pp, _ in preprepares]) + 1
         self.view_started_ms = self.now  # a fresh timer for the new primary
         self.batch_started = None
