@@ -80,7 +80,9 @@ class NormalCase:
 
     def _refresh_proposals(self) -> None:
         """Ask the App for its due proposals (only if it moved): which wait (and since when: the
-        timers watch the oldest), and which the primary may still put in a batch."""
+        timers watch the oldest), and which the primary may still put in a batch. Called by the
+        primary before it cuts a batch and by every replica on its tick (the timers), never per
+        message on a backup: ``proposals()`` may cost the App a pass over its transactions."""
         if not self._proposals_stale:
             return
         self._proposals_stale = False

@@ -133,7 +133,6 @@ class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recove
         return self._out.take()
 
     def _after_step(self) -> None:
-        self._refresh_proposals()
         self._retry_held()
         self._propose()
         for dest, payload in self.app.take_messages():
