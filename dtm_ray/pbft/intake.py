@@ -22,11 +22,13 @@ Shared state it owns (set up by ``_init_intake``): ``pending``, ``pending_per_cl
 from __future__ import annotations
 
 from collections import Counter
+from itertools import chain
 
 from dtm_ray.crypto import Envelope, seal_mac
 from dtm_ray.errors import RemoteProtocolError
 from dtm_ray.limits import TokenBucket
 from dtm_ray.pbft.app import Verdict
+from dtm_ray.pbft.config import batch_item_bytes
 from dtm_ray.pbft.log import Slot
 from dtm_ray.pbft.messages import PrePrepare, Reply, Request, open_request
 from dtm_ray.wire import decode
@@ -115,6 +117,9 @@ class RequestIntake:
         if len(pp.requests) + len(pp.proposals) > self.config.batch_size:
             # a correct primary never cuts more (``_propose``): refuse before verifying any of it
             return Verdict.REJECT, "batch larger than batch_size"
+        entries = len(pp.requests) + len(pp.proposals)
+        if entries > 1 and sum(map(batch_item_bytes, chain(pp.requests, pp.proposals))) > self.config.max_batch_bytes:
+            return Verdict.REJECT, "batch larger than max_batch_bytes"
         seen = set()
         for raw in pp.requests:
             try:

@@ -13,12 +13,13 @@ Shared state it owns (``_init_normal_case``): ``next_seq``, ``inflight`` /
 
 from __future__ import annotations
 
-from itertools import islice
+from itertools import chain
 
 from dtm_ray.crypto import Envelope
 from dtm_ray.errors import AuthError
 from dtm_ray.pbft import persist, quorum
 from dtm_ray.pbft.app import ReplyItem, Verdict
+from dtm_ray.pbft.config import batch_item_bytes
 from dtm_ray.pbft.events import Executed
 from dtm_ray.pbft.log import Slot
 from dtm_ray.pbft.stability import ClientEntry
@@ -53,11 +54,9 @@ class NormalCase:
                 return
             if self.batch_started is None:
                 self.batch_started = self.now
-            full = len(self.queued_proposals) + len(self.queued) >= self.config.batch_size
+            props, reqs, full = self._cut_batch()
             if not full and self.now - self.batch_started < self.config.batch_wait_ms:
                 return
-            props = list(islice(self.queued_proposals, self.config.batch_size))
-            reqs = list(islice(self.queued.items(), self.config.batch_size - len(props)))
             for p in props:
                 del self.queued_proposals[p]
             for k, _ in reqs:
@@ -66,6 +65,25 @@ class NormalCase:
             self.inflight.update(k for k, _ in reqs)
             self.inflight_proposals.update(props)
             self.batch_started = self.now if full else None
+
+    def _cut_batch(self) -> tuple[list[bytes], list[tuple[tuple[str, int], bytes]], bool]:
+        """The next batch from the heads of the queues (proposals first), cut by count and by
+        bytes (``batch_item_bytes`` of each entry, at most ``max_batch_bytes`` in all, so the
+        signed PRE-PREPARE stays below the decoder's limit); and whether it is full: it reached
+        ``batch_size`` or the next entry would not fit. A lone entry larger than the budget
+        still goes alone (admission bounds requests well below it)."""
+        budget, size = self.config.max_batch_bytes, 0
+        props: list[bytes] = []
+        reqs: list[tuple[tuple[str, int], bytes]] = []
+        for kind, item in chain(((0, p) for p in self.queued_proposals), ((1, kv) for kv in self.queued.items())):
+            if len(props) + len(reqs) >= self.config.batch_size:
+                return props, reqs, True
+            cost = batch_item_bytes(item if kind == 0 else item[1])
+            if size + cost > budget and (props or reqs):
+                return props, reqs, True
+            size += cost
+            (props if kind == 0 else reqs).append(item)
+        return props, reqs, len(props) + len(reqs) >= self.config.batch_size
 
     # -----------------------------------------------------------------------------------------
     # The App's due proposals
