@@ -43,9 +43,18 @@ class PbftConfig:
     # past what any replica can decode.
     max_batch_bytes: int = 1024 * 1024
     auth_scheme: str = "ed25519"  # client requests: "ed25519" signatures or "hmac" authenticators
+    # The declared clients: only they may submit requests (a replica or a participant holds keys
+    # too, and must never act as a client). None only in unit harnesses: then any key holder that
+    # is not a replica may; every cluster builder (``dtm_ray.config``, the simulator's worlds)
+    # declares them.
+    clients: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.replicas)
+        if self.clients is not None:
+            object.__setattr__(self, "clients", frozenset(self.clients))
+            if self.clients & set(self.replicas):
+                raise ConfigError(f"replicas cannot be clients: {sorted(self.clients & set(self.replicas))}")
         if self.f < 0:
             raise ConfigError(f"f must be >= 0, got {self.f}")
         if n < 3 * self.f + 1:
@@ -87,6 +96,12 @@ class PbftConfig:
     def weak_quorum(self) -> int:
         """f+1: at least one correct party among them (client replies, participant decisions)."""
         return self.f + 1
+
+    def may_submit(self, client: str) -> bool:
+        """Whether ``client`` may submit requests: a declared client, never a replica."""
+        if self.clients is None:
+            return client not in self.replicas
+        return client in self.clients
 
     def primary(self, view: int) -> str:
         return self.replicas[view % self.n]

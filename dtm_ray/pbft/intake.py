@@ -59,6 +59,8 @@ class RequestIntake:
         if known is not None:
             return known, None
         req = open_request(self.keys, self.config.replicas, self.config.auth_scheme, env)
+        if not self.config.may_submit(req.client):
+            return req, f"{req.client!r} is not a declared client"
         if len(req.operation) > self.config.max_request_bytes:
             return req, f"request of {len(req.operation)} bytes exceeds max_request_bytes"
         reason = self.app.check_request(req.client, req.operation)
