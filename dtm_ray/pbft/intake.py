@@ -27,6 +27,7 @@ from itertools import chain
 from dtm_ray.crypto import Envelope, seal_mac
 from dtm_ray.errors import RemoteProtocolError
 from dtm_ray.limits import TokenBucket
+from dtm_ray.pbft.admitted import AdmittedCache
 from dtm_ray.pbft.app import Verdict
 from dtm_ray.pbft.config import batch_item_bytes
 from dtm_ray.pbft.log import Slot
@@ -36,7 +37,6 @@ from dtm_ray.wire import decode
 
 MAX_PENDING = 10_000  # requests remembered while waiting to be ordered
 MAX_PENDING_PER_CLIENT = 16
-MAX_ADMITTED_CACHE = 20_000  # authenticated request envelopes remembered (cleared when full)
 REFUSALS_PER_S, REFUSAL_BURST = 10, 10  # refusal replies per client: a refused flood is no amplifier
 
 
@@ -45,7 +45,7 @@ class RequestIntake:
         self.pending: dict[tuple[str, int], bytes] = {}  # requests seen, not yet executed
         self.pending_per_client: Counter[str] = Counter()
         self.queued: dict[tuple[str, int], bytes] = {}  # pending, in no pre-prepare of this view: FIFO
-        self._admitted: dict[bytes, Request] = {}  # authentic, admissible request envelopes
+        self._admitted = AdmittedCache()  # authentic, admissible request envelopes, verified once
         self.waiting_requests: dict[tuple[str, int], int] = {}  # request -> when first seen here (FIFO)
         self.held_seqs: set[int] = set()  # slots holding a pre-prepare for the App
         self._held_stale = False  # the App moved since held pre-prepares were last re-checked
@@ -53,8 +53,8 @@ class RequestIntake:
 
     def _admit(self, payload: bytes, env: Envelope) -> tuple[Request, str | None]:
         """Authenticate a client request and ask the App about it: (request, refusal or None).
-        Raises ``RemoteProtocolError`` if it is not authentic. A request admitted once (received
-        from the client, then again inside a PRE-PREPARE) is not verified twice."""
+        Raises ``RemoteProtocolError`` if it is not authentic. A request the replica keeps
+        (pending, or in a batch it checked) is remembered in ``_admitted``: not verified twice."""
         known = self._admitted.get(payload)
         if known is not None:
             return known, None
@@ -63,12 +63,7 @@ class RequestIntake:
             return req, f"{req.client!r} is not a declared client"
         if len(req.operation) > self.config.max_request_bytes:
             return req, f"request of {len(req.operation)} bytes exceeds max_request_bytes"
-        reason = self.app.check_request(req.client, req.operation)
-        if reason is None:
-            if len(self._admitted) >= MAX_ADMITTED_CACHE:
-                self._admitted.clear()
-            self._admitted[payload] = req
-        return req, reason
+        return req, self.app.check_request(req.client, req.operation)
 
     def _on_request(self, env: Envelope, payload: bytes) -> None:
         req, reason = self._admit(payload, env)
@@ -92,6 +87,7 @@ class RequestIntake:
                 return
             self.pending[key] = payload
             self.pending_per_client[req.client] += 1
+            self._admitted.add(payload, req)
             if key not in self.inflight:
                 self.queued[key] = payload
         self.waiting_requests.setdefault(key, self.now)
@@ -132,6 +128,7 @@ class RequestIntake:
                 return Verdict.REJECT, "request the App refuses"
             if (req.client, req.request_id) in seen:
                 return Verdict.REJECT, "request twice in one batch"
+            self._admitted.add(raw, req)
             seen.add((req.client, req.request_id))
         waiting = False
         for proposal in pp.proposals:

@@ -307,7 +307,7 @@ class NormalCase:
         # stretch it to many seconds and delay the replacement of a crashed primary as much.
         since = slot.accepted_ms
         for raw in pp.requests:
-            req = self._admitted.pop(raw, None) or decode(decode(raw, Envelope).body, Request)
+            req = self._admitted.pop(raw) or decode(decode(raw, Envelope).body, Request)
             key = (req.client, req.request_id)
             self._forget_pending(key)
             self.inflight.discard(key)
