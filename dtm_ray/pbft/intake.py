@@ -45,6 +45,7 @@ class RequestIntake:
         self.pending: dict[tuple[str, int], bytes] = {}  # requests seen, not yet executed
         self.pending_per_client: Counter[str] = Counter()
         self.queued: dict[tuple[str, int], bytes] = {}  # pending, in no pre-prepare of this view: FIFO
+        self.queued_bytes = 0  # their batch_item_bytes: whether a batch is full by bytes, in O(1)
         self._admitted = AdmittedCache()  # authentic, admissible request envelopes, verified once
         self.waiting_requests: dict[tuple[str, int], int] = {}  # request -> when first seen here (FIFO)
         self.held_seqs: set[int] = set()  # slots holding a pre-prepare for the App
@@ -90,12 +91,15 @@ class RequestIntake:
             self._admitted.add(payload, req)
             if key not in self.inflight:
                 self.queued[key] = payload
+                self.queued_bytes += batch_item_bytes(payload)
         self.waiting_requests.setdefault(key, self.now)
         if not self.is_primary:
             self._out.send(self.primary, payload, after_persist=False)  # the client's own envelope
 
     def _forget_pending(self, key: tuple[str, int]) -> None:
-        self.queued.pop(key, None)
+        dropped = self.queued.pop(key, None)
+        if dropped is not None:
+            self.queued_bytes -= batch_item_bytes(dropped)
         if self.pending.pop(key, None) is not None:
             self.pending_per_client[key[0]] -= 1
             if not self.pending_per_client[key[0]]:

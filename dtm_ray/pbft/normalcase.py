@@ -34,6 +34,7 @@ class NormalCase:
         self.inflight_proposals: set[bytes] = set()
         self.batch_started: int | None = None
         self.queued_proposals: dict[bytes, None] = {}  # due, in no pre-prepare of this view (App order)
+        self.queued_proposal_bytes = 0
         self.waiting_proposals: dict[bytes, int] = {}  # due proposal -> when first seen due here
         self.oldest_proposal_ms: int | None = None
         self._proposals_stale = True  # the App moved since ``proposals()`` was last asked
@@ -54,13 +55,20 @@ class NormalCase:
                 return
             if self.batch_started is None:
                 self.batch_started = self.now
+            entries = len(self.queued_proposals) + len(self.queued)
+            queued_bytes = self.queued_bytes + self.queued_proposal_bytes
+            if entries < self.config.batch_size and queued_bytes <= self.config.max_batch_bytes \
+                    and self.now - self.batch_started < self.config.batch_wait_ms:
+                return  # not full yet, by count or bytes: wait (without walking the queue)
             props, reqs, full = self._cut_batch()
             if not full and self.now - self.batch_started < self.config.batch_wait_ms:
                 return
             for p in props:
                 del self.queued_proposals[p]
-            for k, _ in reqs:
+                self.queued_proposal_bytes -= batch_item_bytes(p)
+            for k, payload in reqs:
                 del self.queued[k]
+                self.queued_bytes -= batch_item_bytes(payload)
             self._send_preprepare(tuple(p for _, p in reqs), tuple(props))
             self.inflight.update(k for k, _ in reqs)
             self.inflight_proposals.update(props)
@@ -108,6 +116,7 @@ class NormalCase:
         self.waiting_proposals = {p: self.waiting_proposals.get(p, self.now) for p in due}
         self.oldest_proposal_ms = min(self.waiting_proposals.values(), default=None)
         self.queued_proposals = dict.fromkeys(p for p in due if p not in self.inflight_proposals)
+        self.queued_proposal_bytes = sum(map(batch_item_bytes, self.queued_proposals))
 
     def _room_in_flight(self) -> bool:
         """Whether the primary may start another instance: fewer than ``max_inflight_batches``

@@ -22,6 +22,7 @@ from dtm_ray.crypto import Envelope
 from dtm_ray.errors import RemoteProtocolError
 from dtm_ray.pbft import persist, quorum
 from dtm_ray.pbft.certcache import VerifiedCertificates
+from dtm_ray.pbft.config import batch_item_bytes
 from dtm_ray.pbft.events import ViewChanged
 from dtm_ray.pbft.messages import NewView, PrePrepare, Request, ViewChange, seal
 from dtm_ray.pbft.viewchange import (CheckedViewChange, NewViewPlan, certificate_key, plan_new_view,
@@ -238,6 +239,7 @@ class ViewChanges:
                 self.inflight.update(self._request_keys(pp))
                 self.inflight_proposals.update(pp.proposals)
         self.queued = {k: p for k, p in self.pending.items() if k not in self.inflight}
+        self.queued_bytes = sum(map(batch_item_bytes, self.queued.values()))
         self._proposals_stale = True  # the proposals in flight changed
         self.next_seq = max([plan.min_s, self.executed, self.log.low] + [pp.seq for pp, _ in preprepares]) + 1
         self.view_started_ms = self.now  # a fresh timer for the new primary
