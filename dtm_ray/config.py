@@ -100,7 +100,7 @@ class ClusterConfig:
             watermark_window=self.watermark_window, view_change_timeout_ms=self.view_change_timeout_ms,
             client_retry_ms=self.client_retry_ms, max_request_bytes=self.max_request_bytes,
             auth_scheme=self.auth_scheme, max_inflight_batches=self.max_inflight_batches,
-            status_interval_ms=self.status_interval_ms)
+            status_interval_ms=self.status_interval_ms, clients=frozenset(self.clients))
 
     def txn_config(self):
         from dtm_ray.txn.config import TxnConfig

@@ -23,10 +23,10 @@ from __future__ import annotations
 import pytest
 
 from dtm_ray.crypto import seal_mac
-from dtm_ray.pbft import replica as replica_module
+from dtm_ray.pbft import intake
 from dtm_ray.pbft.messages import Reply
-from dtm_ray.sim.hostile import (ATTACK_START_MS, CLIENT_ATTACKS, client_request, hostile_world, rejections,
-                                 run_client_attack)
+from dtm_ray.sim.hostile import (ATTACK_START_MS, CLIENT_ATTACKS, client_request, executions, hostile_world,
+                                 rejections, run_client_attack)
 from dtm_ray.sim.txn_world import TxnWorld
 from dtm_ray.txn.config import ClientPolicy
 from dtm_ray.txn.events import Applied
@@ -84,7 +84,7 @@ def test_an_impersonated_client_keeps_committing_under_its_own_name():
 
 
 def test_negative_control_without_the_per_client_limit_the_flood_is_not_limited(monkeypatch):
-    monkeypatch.setattr(replica_module, "MAX_PENDING_PER_CLIENT", 10**9)
+    monkeypatch.setattr(intake, "MAX_PENDING_PER_CLIENT", 10**9)
     world, attack, _ = run_client_attack("request-flood", SEED, count=150)
     assert attack.detected(world) == 0  # the assertion of the flood test above would fail
 
@@ -143,7 +143,8 @@ def settle_others(world: TxnWorld, refused_client: str) -> None:
     """Settle the honest load (the refused client is not part of ``world.done()``)."""
     for c in world.to_submit:
         world.to_submit[c] = 0
-    world.sim.run_until(lambda: world.done() and world.quiescent(), 10_000)
+    settled = world.sim.run_until(lambda: world.done() and world.quiescent(), 10_000)
+    assert settled, f"seed={SEED}: the honest load did not settle: {world.sim.journal[-5:]}"
 
 
 def test_a_policy_denies_an_op_kind_on_a_permitted_participant():
@@ -184,7 +185,7 @@ def test_negative_control_without_refusal_replies_the_refused_client_hears_nothi
         def allow(self, key, now_ms, cost=1) -> bool:
             return False
 
-    monkeypatch.setattr(replica_module, "TokenBucket", NeverAllow)
+    monkeypatch.setattr(intake, "TokenBucket", NeverAllow)
     world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}))})
     _submit_and_run(world, hostile, [Op.put("db-1", "k", 1)])
     assert _results(world, hostile) == []  # the assertion of the test above would fail
@@ -232,10 +233,33 @@ def test_refusal_replies_are_rate_limited_per_client():
     """A client flooding refused requests gets at most the bucket's burst of answers (then its
     rate): refusals cannot be turned into an amplifier; all of them are still counted."""
     world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}))})
-    assert _refused_copies(world, hostile, 200) == replica_module.REFUSAL_BURST
+    assert _refused_copies(world, hostile, 200) == intake.REFUSAL_BURST
 
 
 def test_negative_control_without_the_refusal_limit_every_refused_copy_is_answered(monkeypatch):
-    monkeypatch.setattr(replica_module, "REFUSAL_BURST", 10**6)
+    monkeypatch.setattr(intake, "REFUSAL_BURST", 10**6)
     world, hostile = _policy_world({"c4": ClientPolicy(participants=frozenset({"db-0"}))})
     assert _refused_copies(world, hostile, 200) == 200
+
+
+@pytest.mark.parametrize("impostor", ["R3", "db-0"])
+def test_only_declared_clients_submit_a_replica_or_participant_is_refused(impostor):
+    """A replica and a participant hold keys the replicas verify; signing a valid request as
+    themselves (sender = client field) must still be refused, counted and answered like any
+    refusal, while a declared client's transaction commits."""
+    world, hostile = _policy_world(None)
+    ops = [Op.add("db-1", "acct:1", 10**6)]
+    payload = client_request(world.keys[impostor], world.config, 1, ops)
+    for r in world.replicas:
+        if r != impostor:
+            world.sim.inject(impostor, r, payload)
+    world.sim.run_for(1_000)
+    context = f"seed={SEED} impostor={impostor}"
+    refusers = [r for r in world.replicas if rejections(world, r, f"{impostor!r} is not a declared client")]
+    assert len(refusers) >= world.config.quorum - (impostor in world.replicas), (context, refusers)
+    for r in world.replicas:
+        assert not executions(world, r, impostor), context
+    rid = _submit_and_run(world, hostile, [Op.get("db-1", "acct:1")])  # a declared client is admitted
+    assert [r.committed for r in _results(world, hostile) if r.txn_id == f"{hostile}:{rid}"] == [True], context
+    settle(world)
+    assert not world.violations(), world.violations()

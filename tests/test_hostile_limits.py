@@ -28,7 +28,9 @@ from dtm_ray.pbft.events import Evidence, Rejected
 from dtm_ray.pbft.log import Log
 from dtm_ray.pbft.messages import Commit, Prepare, PrePrepare, batch_digest, seal
 from dtm_ray.sim.hostile import (ATTACK_END_MS, ATTACK_START_MS, FuzzingSender, client_request, hostile_world,
-                                 honest_throughput, run_client_attack)
+                                 honest_throughput, rejections, run_client_attack, vote_batch)
+from dtm_ray.txn.coordinator import EARLY_VOTES
+from dtm_ray.txn.messages import Vote
 from dtm_ray.txn.ops import Op
 
 SEED = 3
@@ -134,38 +136,59 @@ def test_negative_control_without_the_window_check_far_votes_take_memory(monkeyp
 
 
 def test_a_flooded_replica_stays_bounded_and_honest_clients_keep_committing():
-    world, honest, _ = hostile_world(SEED)
+    """The flood reaches each bound it checks: garbage, far votes, valid requests of the hostile
+    client (its pending quota), and a participant's votes for transactions nobody ordered (the
+    early-vote queue), beside the honest load."""
+    world, honest, hostile = hostile_world(SEED)
     rng = random.Random(SEED)
     far = []
+    next_rid = iter(range(1, 10**6))
 
     def make(r: random.Random, dest: str) -> bytes:
-        choice = r.randrange(3)
+        choice = r.randrange(5)
         if choice == 0:
             return r.randbytes(r.randrange(1, 400))
         if choice == 1 and far:
             return far[r.randrange(len(far))]
+        if choice == 2:
+            return make_request()
+        if choice == 3:
+            base = 10**7 + r.randrange(10**9)
+            return vote_batch(world.keys["db-0"], [Vote(f"c0:{base + i}", i, True, [], None) for i in range(60)])
         return seal(world.keys["R3"], Prepare(0, 10**6 + r.randrange(10**6), r.randbytes(32)))
 
     flooder = FuzzingSender("R3", ["R1"], make, rng, period_ms=1, until_ms=ATTACK_END_MS)
     world.sim.schedule(ATTACK_START_MS, lambda sim: (far.extend(_far_votes(world, 50)), flooder.start(sim)))
-    peaks = {"pending_requests": 0, "log_entries": 0, "early_votes": 0, "rejected_keys": 0}
+    peaks = {"pending_requests": 0, "hostile_pending": 0, "log_entries": 0, "early_votes": 0, "rejected_keys": 0}
 
     def probe(sim) -> None:
         status = sim.node("R1").status()
         for key, value in (("pending_requests", status["pending_requests"]), ("log_entries", status["log_entries"]),
+                           ("hostile_pending", sim.node("R1").pending_per_client[hostile]),
                            ("early_votes", len(sim.node("R1").app._early_votes)),
                            ("rejected_keys", len(status["rejected"]))):
             peaks[key] = max(peaks[key], value)
         if sim.now_ms < ATTACK_END_MS:
             sim.schedule(sim.now_ms + 25, probe)
 
+    def burst(sim) -> None:  # more of the hostile client's requests at once than its quota
+        for _ in range(4 * replica_module.MAX_PENDING_PER_CLIENT):
+            sim.inject(hostile, "R1", make_request())
+
+    def make_request() -> bytes:
+        return client_request(world.keys[hostile], world.config, next(next_rid), [Op.get("db-0", "k")])
+
+    world.sim.schedule(ATTACK_START_MS + 100, burst)
     world.sim.schedule(0, probe)
     world.sim.run_for(ATTACK_END_MS)
     sent = sum(flooder.sent.values())
     assert sent >= 1_400, sent
-    assert peaks["pending_requests"] <= replica_module.MAX_PENDING
-    assert peaks["log_entries"] <= world.config.watermark_window + 1
-    assert peaks["early_votes"] == 0 and peaks["rejected_keys"] <= 10, peaks
+    assert peaks["pending_requests"] <= replica_module.MAX_PENDING, peaks
+    assert peaks["hostile_pending"] <= replica_module.MAX_PENDING_PER_CLIENT, peaks
+    assert rejections(world, "R1", "too many pending requests") > 0, peaks  # the quota was reached
+    assert peaks["log_entries"] <= world.config.watermark_window + 1, peaks
+    assert peaks["early_votes"] == EARLY_VOTES, peaks  # the flood filled the queue, never past it
+    assert peaks["rejected_keys"] <= 10, peaks
     flooded_tps = honest_throughput(world, honest, ATTACK_START_MS, ATTACK_END_MS)
     baseline = run_client_attack(None, SEED)[2]
     assert flooded_tps >= 0.75 * baseline, (flooded_tps, baseline)
@@ -278,3 +301,37 @@ def test_negative_control_without_the_throttle_every_rejection_is_a_line(monkeyp
 
     monkeypatch.setattr(logs, "REPORTS", Unthrottled())
     assert len(_log_flood(5_000)) == 5_002  # the assertion of the flood test above would fail
+
+
+# ---------------------------------------------------------------------------------------------
+# The admitted-request cache is bounded in bytes
+
+
+def test_a_flood_of_large_valid_requests_fills_the_admitted_cache_to_its_bound_and_no_further():
+    """A declared client floods R1 with distinct valid requests of nearly ``max_request_bytes``
+    (each one authentic: the cache would have kept up to 20,000 of them, ~1.3 GB). The cache
+    (shrunk here so the flood can reach it) fills to its byte bound, never past it, and the
+    honest clients keep committing."""
+    world, honest, hostile = hostile_world(SEED)
+    bound = 512 * 1024
+    world.sim.invoke("R1", lambda node: setattr(node._admitted, "max_bytes", bound))
+    value = "x" * (world.config.max_request_bytes - 1_000)
+    rids = iter(range(1, 10**6))
+    peaks = {"bytes": 0, "entries": 0}
+
+    def flood(sim) -> None:
+        for _ in range(5):
+            ops = [Op.put("db-0", f"big:{next(rids) % 50}", value)]
+            sim.inject(hostile, "R1", client_request(world.keys[hostile], world.config, next(rids), ops))
+        cache = sim.node("R1")._admitted
+        peaks["bytes"], peaks["entries"] = max(peaks["bytes"], cache.bytes), max(peaks["entries"], len(cache))
+        if sim.now_ms < ATTACK_END_MS:
+            sim.schedule(sim.now_ms + 5, flood)
+
+    world.sim.schedule(ATTACK_START_MS, flood)
+    world.sim.run_for(ATTACK_END_MS)
+    context = f"seed={SEED} peaks={peaks}"
+    assert bound - world.config.max_request_bytes <= peaks["bytes"] <= bound, context  # filled, bounded
+    flooded_tps = honest_throughput(world, honest, ATTACK_START_MS, ATTACK_END_MS)
+    baseline = run_client_attack(None, SEED)[2]
+    assert flooded_tps >= 0.75 * baseline, (context, flooded_tps, baseline)

@@ -48,7 +48,8 @@ def split_by_colluders(seed: int = 11, cut_ms: int = 60):
         world.sim.network.cut("R2", "R3")
         world.sim.schedule(cut_ms, lambda sim: sim.network.restore("R2", "R3"))
     world.start_workload(4)
-    world.sim.run_until(world.workload_done, 5_000)
+    finished = world.sim.run_until(world.workload_done, 5_000)
+    assert finished, f"seed={seed}: the workload did not finish within 5 s"
     world.sim.run_for(1_000)
     return world
 

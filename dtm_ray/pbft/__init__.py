@@ -12,7 +12,10 @@ Public surface (what hosts, the simulator and the transaction layer use):
 Modules, one idea each: ``messages`` (wire kinds 10..39), ``quorum`` (2f+1 / f+1 math),
 ``safety`` (the only signer of votes), ``log`` (slots and watermarks), ``checkpoint``,
 ``viewchange`` (pure build/verify of VIEW-CHANGE and NEW-VIEW), ``persist`` (storage layout),
-``replica`` (wires them), ``client``, ``kvapp``.
+``replica`` (the facade that wires them) and its parts ``intake`` (client requests),
+``normalcase`` (batches, votes, execution), ``views`` (timers and view change), ``stability``
+(checkpoints, state transfer), ``catchup`` (retransmission, STATUS), ``recovery``; ``client``,
+``kvapp``.
 """
 
 from dtm_ray.pbft.client import ClientCore

@@ -15,6 +15,10 @@ Within one batch, proposals execute before requests, each in batch order.
 Everything here must be deterministic in the ordered log, except what is explicitly soft state
 (``receive``/``tick``/``proposals``/``validate_proposal`` may depend on votes this replica saw and
 on its clock; ``execute*`` must not).
+
+The App's soft state changes only through ``receive`` (returning True), ``tick``, ``execute*``
+and ``restore``: the replica asks ``proposals()`` again, and re-checks the pre-prepares it holds
+(``validate_proposal``), only after one of those, not on every message.
 """
 
 from __future__ import annotations

@@ -5,6 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dtm_ray.errors import ConfigError
+from dtm_ray.wire import MAX_FIELD_BYTES
+
+# What one entry of a batch costs beyond its own bytes in the encoded PRE-PREPARE (a msgpack bin
+# header: at most 5 bytes), rounded up; and what the signed PRE-PREPARE adds around its entries
+# (view, seq, digest, the envelope's sender and signature, headers), with room to spare.
+BATCH_ITEM_OVERHEAD = 8
+PREPREPARE_OVERHEAD = 1024
+# A request's envelope around its operation: client name, request id, the authenticator (one
+# MAC of 32 bytes per replica: room for ~100 replicas) or signature, headers.
+REQUEST_OVERHEAD = 4096
+
+
+def batch_item_bytes(entry: bytes) -> int:
+    """What ``entry`` (a request envelope or a proposal) costs in a PRE-PREPARE's byte budget."""
+    return len(entry) + BATCH_ITEM_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +38,23 @@ class PbftConfig:
     client_retry_ms: int = 400  # a client resends to all replicas after this
     status_interval_ms: int = 1000  # an idle replica tells its peers where it stands this often (0: never)
     max_request_bytes: int = 64 * 1024
+    # A PRE-PREPARE's entries together cost at most this (``batch_item_bytes``): far below the
+    # decoder's 4 MiB field limit, so a batch of large entries is cut early instead of growing
+    # past what any replica can decode.
+    max_batch_bytes: int = 1024 * 1024
     auth_scheme: str = "ed25519"  # client requests: "ed25519" signatures or "hmac" authenticators
+    # The declared clients: only they may submit requests (a replica or a participant holds keys
+    # too, and must never act as a client). None only in unit harnesses: then any key holder that
+    # is not a replica may; every cluster builder (``dtm_ray.config``, the simulator's worlds)
+    # declares them.
+    clients: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.replicas)
+        if self.clients is not None:
+            object.__setattr__(self, "clients", frozenset(self.clients))
+            if self.clients & set(self.replicas):
+                raise ConfigError(f"replicas cannot be clients: {sorted(self.clients & set(self.replicas))}")
         if self.f < 0:
             raise ConfigError(f"f must be >= 0, got {self.f}")
         if n < 3 * self.f + 1:
@@ -46,6 +74,12 @@ class PbftConfig:
         if self.watermark_window < 2 * self.checkpoint_interval:
             raise ConfigError("watermark_window must be at least 2 * checkpoint_interval "
                               f"({2 * self.checkpoint_interval}), got {self.watermark_window}")
+        if self.max_batch_bytes + PREPREPARE_OVERHEAD > MAX_FIELD_BYTES:
+            raise ConfigError(f"max_batch_bytes must leave {PREPREPARE_OVERHEAD} bytes below the decoder's "
+                              f"limit of {MAX_FIELD_BYTES}, got {self.max_batch_bytes}")
+        if self.max_batch_bytes < self.max_request_bytes + REQUEST_OVERHEAD + BATCH_ITEM_OVERHEAD:
+            raise ConfigError(f"max_batch_bytes ({self.max_batch_bytes}) must hold one request of "
+                              f"max_request_bytes ({self.max_request_bytes}) with its envelope")
         if self.auth_scheme not in ("ed25519", "hmac"):
             raise ConfigError(f"auth_scheme must be 'ed25519' or 'hmac', got {self.auth_scheme!r}")
 
@@ -62,6 +96,12 @@ class PbftConfig:
     def weak_quorum(self) -> int:
         """f+1: at least one correct party among them (client replies, participant decisions)."""
         return self.f + 1
+
+    def may_submit(self, client: str) -> bool:
+        """Whether ``client`` may submit requests: a declared client, never a replica."""
+        if self.clients is None:
+            return client not in self.replicas
+        return client in self.clients
 
     def primary(self, view: int) -> str:
         return self.replicas[view % self.n]

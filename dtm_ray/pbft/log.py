@@ -21,6 +21,7 @@ class Slot:
     pp: PrePrepare | None = None  # accepted pre-prepare (of ``pp.view``)
     pp_payload: bytes | None = None  # its signed envelope, for certificates and retransmission
     held: tuple[PrePrepare, bytes] | None = None  # a pre-prepare waiting for the App (Verdict.WAIT)
+    held_from: int = 0  # the first of its proposals that still waits (the earlier ones are valid)
     prepares: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)  # replica -> (digest, payload)
     commits: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
     prepared: bool = False  # prepared in the current view

@@ -143,8 +143,10 @@ class PbftWorld:
 def build_world(seed: int, n: int = 4, *, clients: int = 2, network: NetworkConfig | None = None,
                 config: PbftConfig | None = None, verify_cache: bool = True, tick_ms: int = 5) -> PbftWorld:
     """n replicas (``R0``..) with ``KvApp`` and ``clients`` clients (``c0``..), keys from ``seed``."""
-    config = config or small_config(n)
     client_ids = tuple(f"c{i}" for i in range(clients))
+    config = config or small_config(n)
+    if config.clients is None:
+        config = replace(config, clients=frozenset(client_ids))  # only they may submit
     keys = generate_keys([*config.replicas, *client_ids], seed=seed)
     cache = VerifyCache() if verify_cache else None
     if cache is not None:

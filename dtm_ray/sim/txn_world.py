@@ -299,6 +299,8 @@ def build_txn_world(seed: int, n: int = 4, *, clients: int = 20, participants: d
     txn_config = TxnConfig(config.replicas, config.f, participants,
                            **{"vote_timeout_ms": 800, "resend_ms": 100, **(txn or {})})
     client_ids = tuple(f"c{i}" for i in range(clients))
+    if config.clients is None:
+        config = replace(config, clients=frozenset(client_ids))  # only they may submit
     keys = generate_keys([*config.replicas, *participants, *client_ids], seed=seed)
     cache = VerifyCache() if verify_cache else None
     if cache is not None:
