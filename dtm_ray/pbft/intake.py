@@ -78,6 +78,9 @@ class RequestIntake:
             return
         entry = self.clients.get(req.client)
         if entry is not None and req.request_id <= entry.request_id:
+            # A replay (or a client's own retransmission): the cached reply, nothing more. Only
+            # declared clients get here, so the count is bounded by the configuration.
+            self.replayed_counts[req.client] += 1
             if req.request_id == entry.request_id and entry.result is not None:
                 self._send_reply(req.client, req.request_id, entry.result)
             return

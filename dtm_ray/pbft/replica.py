@@ -74,6 +74,7 @@ class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recove
         self.clock_start: int | None = None  # the first tick's time: anything stamped before is no sample
         self.evidence_counts: Counter[str] = Counter()
         self.rejected_counts: Counter[str] = Counter()
+        self.replayed_counts: Counter[str] = Counter()  # declared client -> requests at or below its last executed id
         self.ignored = 0
         self._evidence_seen: set[tuple[str, str, tuple[bytes, ...]]] = set()
         self._init_intake()
@@ -242,5 +243,6 @@ class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recove
             "state_transfer_target": self.state_target,
             "evidence": dict(self.evidence_counts),
             "rejected": dict(self.rejected_counts),
+            "replayed": dict(self.replayed_counts),
             "ignored": self.ignored,
         }

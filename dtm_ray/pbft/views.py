@@ -106,7 +106,7 @@ class ViewChanges:
         because the primary had no room for it. Only batches with room that skip an item count
         against the primary, so a busy primary's latency grows with its queue instead of being
         replaced (which stalls the cluster and lengthens the queue: the collapse measured in
-        docs/findings/performance-proposals.md). Duplicates and replays do not make a batch
+        docs/performance.md). Duplicates and replays do not make a batch
         full (``fresh`` counts first executions only), so a faulty primary cannot pad its way
         out of the rule."""
         first_request = next(iter(self.waiting_requests.values()), None)  # FIFO: the oldest

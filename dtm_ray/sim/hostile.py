@@ -356,10 +356,14 @@ def attack_replay(world: TxnWorld, hostile: str, rng: random.Random, count: int 
     sim.schedule(first + 500, replay)
 
     def detect(world: TxnWorld, attack: Attack) -> int:
+        """Caught = answered from the reply cache as a replay (the watcher counts each one),
+        and never executed a second time."""
         done = executions(world, WATCHER, hostile)
         attack.notes["executions"] = len(done)
+        attack.notes["executed_twice"] = len(done) - len(set(done))
         attack.notes["mallory"] = world.sim.node("db-0").state().get("mallory")
-        return attack.tried - (len(done) - len(set(done)))
+        replayed = world.sim.node(WATCHER).status()["replayed"].get(hostile, 0)
+        return replayed if not attack.notes["executed_twice"] else 0
 
     attack = Attack("replayed request (same and older id)", count, detect)
     return attack
