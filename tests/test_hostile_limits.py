@@ -29,7 +29,7 @@ from dtm_ray.pbft.log import Log
 from dtm_ray.pbft.messages import Commit, Prepare, PrePrepare, batch_digest, seal
 from dtm_ray.sim.hostile import (ATTACK_END_MS, ATTACK_START_MS, FuzzingSender, client_request, hostile_world,
                                  honest_throughput, rejections, run_client_attack, vote_batch)
-from dtm_ray.txn.coordinator import EARLY_VOTES
+from dtm_ray.txn.early_votes import EARLY_VOTES
 from dtm_ray.txn.messages import Vote
 from dtm_ray.txn.ops import Op
 
@@ -165,7 +165,7 @@ def test_a_flooded_replica_stays_bounded_and_honest_clients_keep_committing():
         status = sim.node("R1").status()
         for key, value in (("pending_requests", status["pending_requests"]), ("log_entries", status["log_entries"]),
                            ("hostile_pending", sim.node("R1").pending_per_client[hostile]),
-                           ("early_votes", len(sim.node("R1").app._early_votes)),
+                           ("early_votes", sim.node("R1").app._early_votes.count("db-0")),
                            ("rejected_keys", len(status["rejected"]))):
             peaks[key] = max(peaks[key], value)
         if sim.now_ms < ATTACK_END_MS:
