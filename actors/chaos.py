@@ -225,13 +225,17 @@ class Chaos:
 
     # -- placement supervision ------------------------------------------------------------------
     def _supervise(self) -> None:
+        failing = None  # the error of the current streak of failed passes: logged once, not each second
         while not self._stop.wait(1.0):
             try:
                 self.supervise_once()
+                failing = None
             except Exception as exc:  # Ray's node list unavailable, the plan not writable: next second
-                from loguru import logger
+                if repr(exc) != failing:
+                    from loguru import logger
 
-                logger.opt(exception=exc).warning("placement supervision pass failed")
+                    logger.warning("placement supervision pass failed, retried every second: {!r}", exc)
+                failing = repr(exc)
 
     def supervise_once(self) -> list[str]:
         """Re-create every replica pinned to a node that is no longer alive (``actors.placement``);
