@@ -1,0 +1,173 @@
+"""The defence against inconsistent authenticators (the Aardvark MAC attack, NSDI'09 section 4.1).
+
+A client request carries an authenticator: one pairwise MAC per replica. A faulty client can make
+it good at the primary and bad at some backups; the primary orders it and the backups cannot
+check it. Two rules close the attack, PBFT's own and one of this module:
+
+1. **Vouching** (PBFT, section 4.2 of Castro's thesis). A backup that cannot authenticate a request
+   of a PRE-PREPARE waits for f+1 distinct replicas to vouch for the batch: the primary (its
+   PRE-PREPARE) and f backups (their PREPAREs for the same digest). It then prepares it too. So an
+   authenticator good at the primary and at >= f backups causes no stall at all.
+2. **Complaints**. It also broadcasts a signed ``AuthComplaint`` quoting the request. f+1
+   complaints from distinct replicas about one request prove that its client *or the primary
+   that ordered it* is faulty (one complainer is correct and really saw a bad MAC: either the
+   client sent it, or the primary, which holds its own key with the client and nobody else's,
+   forged the request). The consequence must be one a correct client survives, since it may be
+   framed: every correct replica stops taking MAC-authenticated requests from that client and
+   answers them with ``AuthRefusal`` ("authenticator refused: sign requests", alike at every
+   correct replica), the client signs from then on (``ClientCore`` switches on f+1 refusals), and
+   a signature convinces every replica (a signed request the primary orders and that does not
+   verify is the primary's fault: ``invalid-batch``). The proof (the request and the f+1
+   complaints) is recorded as ``Evidence`` against the client (``inconsistent-authenticator``).
+   A slot held for a refused client's request and still not vouched for after ``retransmit_ms``
+   is dead in this view (no f+1 vouchers came although they would have by now): the replica asks
+   for a view change at once instead of waiting for its stall timer. That is the attack's one
+   view change; after it, the client's MAC requests are refused and dropped everywhere.
+
+**No correct replica executes a request its client did not send.** A correct replica prepares a
+batch only if it authenticated each request itself (its own pairwise key with the client, which
+only the client and it hold) or f+1 distinct replicas vouched for the batch. Among f+1 vouchers
+one is correct; by induction on the time of vouching, the first correct replica to vouch
+authenticated the request itself, so the client sent it. A batch re-proposed by a NEW-VIEW is
+accepted on its prepared certificate, 2f+1 vouchers, so the same holds.
+
+**The slot cannot stall forever.** Let the primary be correct (a faulty one is replaced by the
+ordinary timers, which watch every pending request). If at least f correct backups can check
+the request, they prepare and every correct backup gets f+1 vouchers. Otherwise fewer than f of
+the >= 2f correct backups can, so at least f+1 correct backups cannot, and each complains: every
+correct replica gets f+1 complaints (complaints are broadcast, and the first f+1 relayed once),
+refuses the client, and those that hold the slot ask for a view change after ``retransmit_ms``.
+2f+1 of them do (f+1 correct complainers plus, by PBFT's join rule on f+1 VIEW-CHANGEs, the
+rest), and the NEW-VIEW nulls the slot unless it was prepared somewhere, in which case its
+certificate carries it. A new primary re-proposes no MAC request of a refused client: it drops
+them from its pending set.
+
+**One faulty replica cannot make others refuse a client**: it takes f+1 complaints from distinct
+replicas; a complaint is signed by its author, quotes the request whole, and must be about a MAC
+request (a signed request cannot be unverifiable). Nor can it cause a view change alone: the
+early view change needs a refused client, i.e. f+1 complaints.
+
+Shared state it owns (``_init_auth_defence``): ``mac_refused``, ``_awaiting``, ``_complaints``.
+It uses the intake's ``pending`` and ``_refusals``, the log's slots and the view change.
+"""
+
+from __future__ import annotations
+
+from dtm_ray.crypto import Envelope, digest, seal_mac
+from dtm_ray.errors import AuthError
+from dtm_ray.pbft import quorum
+from dtm_ray.pbft.log import Slot
+from dtm_ray.pbft.messages import AuthComplaint, AuthRefusal, PrePrepare, Request, is_signed_request, seal
+from dtm_ray.wire import decode
+
+DEFENCE = True  # the negative controls of tests/test_aardvark.py switch it off (today's behaviour)
+SIGN_REQUESTS = "authenticator refused: sign requests"
+MAX_COMPLAINED_REQUESTS = 1_000  # requests with complaints remembered (the oldest is forgotten)
+
+
+class AuthDefence:
+    def _init_auth_defence(self) -> None:
+        self.mac_refused: dict[str, int] = {}  # client -> when f+1 complaints refused its MACs
+        # seq -> (pre-prepare, its payload, requests we could not authenticate, since when)
+        self._awaiting: dict[int, tuple[PrePrepare, bytes, tuple[bytes, ...], int]] = {}
+        self._complaints: dict[bytes, dict[str, bytes]] = {}  # request digest -> complainer -> complaint
+
+    # -----------------------------------------------------------------------------------------
+    # A PRE-PREPARE with requests this replica cannot authenticate
+
+    def _await_vouchers(self, pp: PrePrepare, payload: bytes, unverified: tuple[bytes, ...]) -> None:
+        """Hold the batch until f+1 replicas vouch for it, and complain about each request."""
+        if not DEFENCE:
+            return  # today's behaviour: the batch is dropped here, the slot stalls
+        previous = self._awaiting.get(pp.seq)
+        since = previous[3] if previous is not None and previous[0].digest == pp.digest else self.now
+        self._awaiting[pp.seq] = (pp, payload, unverified, since)
+        for raw in unverified:
+            key = digest(raw)
+            if self.id not in self._complaints.get(key, {}):
+                complaint = seal(self.keys, AuthComplaint(pp.view, pp.seq, raw))
+                self._broadcast(complaint, after_persist=False)
+                self._count_complaint(self.id, key, raw, complaint)
+
+    def _retry_awaiting(self) -> None:
+        """After every step: accept what is vouched for, forget what another view replaced, and
+        give up on a slot held for a refused client (see the module docstring)."""
+        for seq, (pp, payload, unverified, since) in list(self._awaiting.items()):
+            slot = self.log.get(seq)
+            if pp.view != self.view or self.view_changing or slot is None or slot.pp is not None:
+                del self._awaiting[seq]
+            elif self._vouchers(slot, pp) >= quorum.weak(self.config.f):
+                del self._awaiting[seq]
+                self._accept_preprepare(slot, pp, payload)
+            elif self._dead(unverified, since):
+                self._start_view_change(self.view + 1)
+                return
+
+    def _vouchers(self, slot: Slot, pp: PrePrepare) -> int:
+        """The primary and the backups other than us that PREPAREd this very batch."""
+        primary = self.config.primary(pp.view)
+        return 1 + sum(1 for r, (d, _) in slot.prepares.items() if d == pp.digest and r not in (primary, self.id))
+
+    def _dead(self, unverified: tuple[bytes, ...], since: int) -> bool:
+        for raw in unverified:
+            refused = self.mac_refused.get(decode(raw, Envelope).sender)
+            if refused is not None and self.now - max(refused, since) >= self.retransmit_ms:
+                return True
+        return False
+
+    # -----------------------------------------------------------------------------------------
+    # Complaints
+
+    def _on_complaint(self, env: Envelope, payload: bytes) -> None:
+        if env.sender not in self.peers:
+            raise AuthError(f"AuthComplaint from {env.sender!r}, not a peer replica")
+        if not self.keys.verify(env.sender, env.body, env.auth):
+            raise AuthError(f"bad signature on AuthComplaint from {env.sender!r}")
+        complaint = decode(env.body, AuthComplaint)
+        quoted = decode(complaint.request, Envelope)
+        req = decode(quoted.body, Request)
+        if req.client != quoted.sender or is_signed_request(self.config.replicas, self.config.auth_scheme, quoted):
+            raise AuthError(f"AuthComplaint from {env.sender!r} about no MAC-authenticated request")
+        self._count_complaint(env.sender, digest(complaint.request), complaint.request, payload)
+
+    def _count_complaint(self, sender: str, key: bytes, raw: bytes, payload: bytes) -> None:
+        if not DEFENCE:
+            return
+        votes = self._complaints.get(key)
+        if votes is None:
+            if len(self._complaints) >= MAX_COMPLAINED_REQUESTS:
+                del self._complaints[next(iter(self._complaints))]
+            votes = self._complaints[key] = {}
+        if sender in votes:
+            return
+        votes[sender] = payload
+        if len(votes) == quorum.weak(self.config.f):
+            self._refuse_macs_of(decode(raw, Envelope).sender, raw, tuple(votes.values()))
+
+    def _refuse_macs_of(self, client: str, raw: bytes, complaints: tuple[bytes, ...]) -> None:
+        """f+1 complaints: the client (or the primary that ordered its request) is faulty. Record
+        the proof, pass it on once (so every correct replica has it), drop the client's MAC
+        requests and tell it to sign."""
+        if client in self.mac_refused:
+            return
+        self.mac_refused[client] = self.now
+        self._evidence(client, "inconsistent-authenticator", (raw, *complaints))
+        for complaint in complaints:
+            self._broadcast(complaint, after_persist=False)
+        for key, sealed in [(k, p) for k, p in self.pending.items() if k[0] == client]:
+            if not is_signed_request(self.config.replicas, self.config.auth_scheme, decode(sealed, Envelope)):
+                self._forget_pending(key)
+                self.waiting_since.pop(("req",) + key, None)
+                self._refuse_authenticator(client, key[1])
+
+    # -----------------------------------------------------------------------------------------
+    # Intake: a refused client's MAC requests
+
+    def _mac_refused(self, client: str, env: Envelope) -> bool:
+        return client in self.mac_refused and not is_signed_request(
+            self.config.replicas, self.config.auth_scheme, env)
+
+    def _refuse_authenticator(self, client: str, request_id: int) -> None:
+        self._reject(client, SIGN_REQUESTS)
+        if client in self.keys.mac_keys and self._refusals.allow(client, self.now):
+            self._out.send(client, seal_mac(self.keys, client, AuthRefusal(self.view, client, request_id)))
