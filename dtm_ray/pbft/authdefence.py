@@ -141,8 +141,12 @@ class AuthDefence:
         if sender in votes:
             return
         votes[sender] = payload
-        if len(votes) == quorum.weak(self.config.f):
+        if len(votes) == self._complaints_needed():
             self._refuse_macs_of(decode(raw, Envelope).sender, raw, tuple(votes.values()))
+
+    def _complaints_needed(self) -> int:
+        """f+1: one of them is from a correct replica that really saw a bad MAC."""
+        return quorum.weak(self.config.f)
 
     def _refuse_macs_of(self, client: str, raw: bytes, complaints: tuple[bytes, ...]) -> None:
         """f+1 complaints: the client (or the primary that ordered its request) is faulty. Record

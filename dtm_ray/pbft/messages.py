@@ -4,9 +4,12 @@ Every message travels inside a ``crypto.Envelope``. Which authentication, and wh
 
 - replica-to-replica protocol messages (PRE-PREPARE, PREPARE, COMMIT, CHECKPOINT, VIEW-CHANGE,
   NEW-VIEW) are **signed**: they end up inside certificates that a third replica must verify;
-- client REQUESTs are **signed** (``auth_scheme="ed25519"``) or carry an **authenticator** (one
-  pairwise MAC per replica, ``auth_scheme="hmac"``); a backup forwards the client's envelope
-  to the primary unchanged, so the primary checks the client's own authentication;
+- client REQUESTs carry an **authenticator** (one pairwise MAC per replica, ``auth_scheme="hmac"``,
+  the default) or are **signed** (``auth_scheme="ed25519"``, and under ``hmac`` by a client whose
+  MACs were refused: ``authdefence``); a backup forwards the client's envelope to the primary
+  unchanged, so the primary checks the client's own authentication;
+- AUTH-COMPLAINTs are **signed** (f+1 of them are the proof against a client), AUTH-REFUSALs
+  are **MAC'd** to the client;
 - REPLYs and state transfer (STATE-REQUEST / STATE-REPLY) are **MAC'd** point to point: nobody
   else needs to verify them (a snapshot is checked against a certified digest, not its sender).
 
