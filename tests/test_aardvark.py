@@ -66,6 +66,15 @@ def test_the_aardvark_attack_costs_the_attacker_its_requests_and_at_most_one_vie
     assert world.sim.node("R1").status()["evidence"].get(hostile), context
 
 
+def test_the_refusal_survives_a_restart():
+    """Its proof is persisted as evidence: a restarted replica still refuses the client's MACs."""
+    world, attack, _ = run_client_attack("inconsistent-auth", 1, world_kwargs=HMAC)
+    hostile = world.clients[-1]
+    world.sim.crash("R2")
+    world.sim.restart("R2")
+    assert hostile in world.sim.node("R2").mac_refused
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_an_authenticator_good_at_the_primary_and_f_backups_causes_no_stall(seed):
     """PBFT's rule: f+1 replicas vouch for the request (the primary's PRE-PREPARE and f PREPAREs),

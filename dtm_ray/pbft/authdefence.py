@@ -164,6 +164,12 @@ class AuthDefence:
                 self.waiting_since.pop(("req",) + key, None)
                 self._refuse_authenticator(client, key[1])
 
+    def _recover_refusal(self, accused: str, record) -> None:
+        """After a restart: the persisted proof still refuses the client's MACs (the evidence is
+        recorded once per client, when its MACs are first refused)."""
+        if record.kind == "inconsistent-authenticator":
+            self.mac_refused.setdefault(accused, 0)
+
     # -----------------------------------------------------------------------------------------
     # Intake: a refused client's MAC requests
 
