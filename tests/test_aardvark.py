@@ -189,3 +189,32 @@ def test_negative_control_one_complaint_enough_lets_one_faulty_replica_refuse_cl
     world.sim.schedule(ATTACK_START_MS, lambda sim: complain_about_everything(world, "R3", honest))
     world.sim.run_for(ATTACK_END_MS)
     assert any(c in world.sim.node("R0").mac_refused for c in honest)
+
+
+def fabricated_complaints(world, liar: str, count: int) -> list[bytes]:
+    """Signed complaints of ``liar`` about requests it made up (MAC-shaped authenticators)."""
+    keys, cfg = world.keys[liar], world.config
+    rng = random.Random(5)
+    return [seal(keys, AuthComplaint(0, 1, inconsistent_request(keys, cfg, i, [Op.put("db-0", "k", i)], (), rng,
+                                                                 client="c0")))
+            for i in range(count)]
+
+
+def test_a_faulty_replica_fills_only_its_own_share_of_the_complaint_table():
+    world, _, _ = hostile_world(1, **HMAC)
+    world.sim.run_for(ATTACK_START_MS)
+    replica = world.sim.node("R0")
+    for payload in fabricated_complaints(world, "R3", 3 * authdefence.MAX_OPEN_COMPLAINTS):
+        replica.receive("R3", payload)
+    assert replica._open["R3"] == authdefence.MAX_OPEN_COMPLAINTS
+    assert len(replica._complaints) == authdefence.MAX_OPEN_COMPLAINTS and not replica.mac_refused
+
+
+def test_negative_control_without_the_per_replica_bound_the_complaint_table_grows(monkeypatch):
+    monkeypatch.setattr(authdefence, "MAX_OPEN_COMPLAINTS", 10**9)
+    world, _, _ = hostile_world(1, **HMAC)
+    world.sim.run_for(ATTACK_START_MS)
+    replica = world.sim.node("R0")
+    for payload in fabricated_complaints(world, "R3", 3 * 128):
+        replica.receive("R3", payload)
+    assert len(replica._complaints) == 3 * 128

@@ -47,11 +47,14 @@ replicas; a complaint is signed by its author, quotes the request whole, and mus
 request (a signed request cannot be unverifiable). Nor can it cause a view change alone: the
 early view change needs a refused client, i.e. f+1 complaints.
 
-Shared state it owns (``_init_auth_defence``): ``mac_refused``, ``_awaiting``, ``_complaints``.
+Shared state it owns (``_init_auth_defence``): ``mac_refused``, ``_awaiting``, ``_complaints``,
+``_open``.
 It uses the intake's ``pending`` and ``_refusals``, the log's slots and the view change.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 from dtm_ray.crypto import Envelope, digest, seal_mac
 from dtm_ray.errors import AuthError
@@ -62,7 +65,7 @@ from dtm_ray.wire import decode
 
 DEFENCE = True  # the negative controls of tests/test_aardvark.py switch it off (today's behaviour)
 SIGN_REQUESTS = "authenticator refused: sign requests"
-MAX_COMPLAINED_REQUESTS = 1_000  # requests with complaints remembered (the oldest is forgotten)
+MAX_OPEN_COMPLAINTS = 128  # unproven complaints kept per complaining replica
 
 
 class AuthDefence:
@@ -70,7 +73,9 @@ class AuthDefence:
         self.mac_refused: dict[str, int] = {}  # client -> when f+1 complaints refused its MACs
         # seq -> (pre-prepare, its payload, requests we could not authenticate, since when)
         self._awaiting: dict[int, tuple[PrePrepare, bytes, tuple[bytes, ...], int]] = {}
-        self._complaints: dict[bytes, dict[str, bytes]] = {}  # request digest -> complainer -> complaint
+        # request digest -> (the seq complained about, complainer -> its signed complaint)
+        self._complaints: dict[bytes, tuple[int, dict[str, bytes]]] = {}
+        self._open: Counter[str] = Counter()  # complainer -> its complaints not yet proven
 
     # -----------------------------------------------------------------------------------------
     # A PRE-PREPARE with requests this replica cannot authenticate
@@ -83,11 +88,10 @@ class AuthDefence:
         since = previous[3] if previous is not None and previous[0].digest == pp.digest else self.now
         self._awaiting[pp.seq] = (pp, payload, unverified, since)
         for raw in unverified:
-            key = digest(raw)
-            if self.id not in self._complaints.get(key, {}):
+            if self.id not in self._complaints.get(digest(raw), (0, {}))[1]:
                 complaint = seal(self.keys, AuthComplaint(pp.view, pp.seq, raw))
                 self._broadcast(complaint, after_persist=False)
-                self._count_complaint(self.id, key, raw, complaint)
+                self._count_complaint(self.id, pp.seq, raw, complaint)
 
     def _retry_awaiting(self) -> None:
         """After every step: accept what is vouched for, forget what another view replaced, and
@@ -119,6 +123,9 @@ class AuthDefence:
     # Complaints
 
     def _on_complaint(self, env: Envelope, payload: bytes) -> None:
+        if env.sender == self.id:
+            self.ignored += 1  # our own complaint, relayed back
+            return
         if env.sender not in self.peers:
             raise AuthError(f"AuthComplaint from {env.sender!r}, not a peer replica")
         if not self.keys.verify(env.sender, env.body, env.auth):
@@ -128,36 +135,54 @@ class AuthDefence:
         req = decode(quoted.body, Request)
         if req.client != quoted.sender or is_signed_request(self.config.replicas, self.config.auth_scheme, quoted):
             raise AuthError(f"AuthComplaint from {env.sender!r} about no MAC-authenticated request")
-        self._count_complaint(env.sender, digest(complaint.request), complaint.request, payload)
+        self._count_complaint(env.sender, complaint.seq, complaint.request, payload)
 
-    def _count_complaint(self, sender: str, key: bytes, raw: bytes, payload: bytes) -> None:
-        if not DEFENCE:
+    def _count_complaint(self, sender: str, seq: int, raw: bytes, payload: bytes) -> None:
+        """Count ``sender``'s complaint about request ``raw``; f+1 distinct: refuse its client.
+
+        Bounded: at most MAX_OPEN_COMPLAINTS unproven complaints per complainer (a faulty one can
+        fill only its own share), forgotten once their slot is below the low watermark; a proof
+        is forgotten once its client is refused, and complaints about a refused client are not
+        kept at all."""
+        client = decode(raw, Envelope).sender
+        if not DEFENCE or client in self.mac_refused:
             return
-        votes = self._complaints.get(key)
-        if votes is None:
-            if len(self._complaints) >= MAX_COMPLAINED_REQUESTS:
-                del self._complaints[next(iter(self._complaints))]
-            votes = self._complaints[key] = {}
+        if self._open[sender] >= MAX_OPEN_COMPLAINTS:
+            self._forget_old_complaints()
+            if self._open[sender] >= MAX_OPEN_COMPLAINTS:
+                return
+        key = digest(raw)
+        seq_of, votes = self._complaints.setdefault(key, (seq, {}))
         if sender in votes:
             return
         votes[sender] = payload
-        if len(votes) == self._complaints_needed():
-            self._refuse_macs_of(decode(raw, Envelope).sender, raw, tuple(votes.values()))
+        self._open[sender] += 1
+        if len(votes) >= self._complaints_needed():
+            self._forget_complaints(key)
+            self._refuse_macs_of(client, raw, votes)
 
     def _complaints_needed(self) -> int:
         """f+1: one of them is from a correct replica that really saw a bad MAC."""
         return quorum.weak(self.config.f)
 
-    def _refuse_macs_of(self, client: str, raw: bytes, complaints: tuple[bytes, ...]) -> None:
+    def _forget_complaints(self, key: bytes) -> None:
+        for complainer in self._complaints.pop(key)[1]:
+            self._open[complainer] -= 1
+
+    def _forget_old_complaints(self) -> None:
+        for key in [k for k, (seq, _) in self._complaints.items() if seq <= self.log.low]:
+            self._forget_complaints(key)
+
+    def _refuse_macs_of(self, client: str, raw: bytes, complaints: dict[str, bytes]) -> None:
         """f+1 complaints: the client (or the primary that ordered its request) is faulty. Record
         the proof, pass it on once (so every correct replica has it), drop the client's MAC
         requests and tell it to sign."""
-        if client in self.mac_refused:
-            return
         self.mac_refused[client] = self.now
-        self._evidence(client, "inconsistent-authenticator", (raw, *complaints))
-        for complaint in complaints:
-            self._broadcast(complaint, after_persist=False)
+        self._evidence(client, "inconsistent-authenticator", (raw, *complaints.values()))
+        for author, complaint in complaints.items():
+            for r in self.peers:
+                if r != author:
+                    self._out.send(r, complaint, after_persist=False)
         for key, sealed in [(k, p) for k, p in self.pending.items() if k[0] == client]:
             if not is_signed_request(self.config.replicas, self.config.auth_scheme, decode(sealed, Envelope)):
                 self._forget_pending(key)
