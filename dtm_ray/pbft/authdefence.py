@@ -88,6 +88,8 @@ class AuthDefence:
         since = previous[3] if previous is not None and previous[0].digest == pp.digest else self.now
         self._awaiting[pp.seq] = (pp, payload, unverified, since)
         for raw in unverified:
+            if decode(raw, Envelope).sender in self.mac_refused:
+                continue  # proven already (and the proof passed on): nothing more to say
             if self.id not in self._complaints.get(digest(raw), (0, {}))[1]:
                 complaint = seal(self.keys, AuthComplaint(pp.view, pp.seq, raw))
                 self._broadcast(complaint, after_persist=False)
