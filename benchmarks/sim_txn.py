@@ -15,7 +15,8 @@ healthy simulated network, all in this one process, so
 - ``messages_per_txn``, ``bytes_per_txn``: everything on the simulated network;
 - ``signatures_per_txn``, ``verifications_per_txn``: Ed25519 operations (with ``--cache`` the
   simulator answers repeated verifications of one signature from a cache, as CI does; the
-  default pays each one, as separate processes would).
+  default pays each one, as separate processes would); ``macs_per_txn``: HMAC-SHA256s computed
+  (made and checked). ``--auth ed25519`` signs client requests instead of MACing them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import json
 import time
 
+from dtm_ray.crypto import CRYPTO_OPS
 from dtm_ray.pbft.events import Executed
 from dtm_ray.sim.txn_world import build_txn_world
 from dtm_ray.txn.ops import Op
@@ -54,14 +56,16 @@ class TransferWorkload:
 CLIENT_TICK_MS = 500  # clients resend after client_retry_ms (5 s): ticking idle ones every 10 ms is simulator cost
 
 
-def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait_ms: int = 2, seed: int = 1) -> dict:
+def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait_ms: int = 2, seed: int = 1,
+            auth: str = "hmac") -> dict:
     world = build_txn_world(seed, n, clients=clients, participants={"db-0": "kv", "db-1": "kv"},
                             client_tick_ms=CLIENT_TICK_MS,
                             pbft={"batch_size": batch, "batch_wait_ms": batch_wait_ms, "checkpoint_interval": 16, "watermark_window": 64,
-                                  "view_change_timeout_ms": 5_000, "client_retry_ms": 5_000},
+                                  "view_change_timeout_ms": 5_000, "client_retry_ms": 5_000, "auth_scheme": auth},
                             txn={"vote_timeout_ms": 5_000})
     world.verify_cache.enabled = cache
     per_client = max(1, txns // clients)
+    macs_before = CRYPTO_OPS["mac"]
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     world.start(TransferWorkload(), per_client)
     done = world.sim.run_until(world.done, 600_000)
@@ -73,7 +77,7 @@ def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait
     slots = len({o.output.seq for o in world.sim.outputs if isinstance(o.output, Executed) and o.party == "R0"})
     net, vc = world.sim.network.counters, world.verify_cache
     return {
-        "n": n, "clients": clients, "client_tick_ms": CLIENT_TICK_MS, "batch_size": batch, "batch_wait_ms": batch_wait_ms, "verify_cache": cache, "finished": done,
+        "n": n, "auth_scheme": auth, "clients": clients, "client_tick_ms": CLIENT_TICK_MS, "batch_size": batch, "batch_wait_ms": batch_wait_ms, "verify_cache": cache, "finished": done,
         "committed": committed, "aborted": len(results) - committed,
         "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
         "committed_per_cpu_s": round(committed / cpu, 1) if cpu else None,
@@ -84,6 +88,7 @@ def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait
         "bytes_per_txn": round(net.bytes / committed) if committed else None,
         "signatures_per_txn": round(vc.signatures / committed, 2) if committed else None,
         "verifications_per_txn": round((vc.verifications + vc.hits) / committed, 2) if committed else None,
+        "macs_per_txn": round((CRYPTO_OPS["mac"] - macs_before) / committed, 2) if committed else None,  # HMACs made + checked
         "db1_total": sum(world.sim.node("db-1").state().values()),
     }
 
@@ -96,8 +101,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="*", default=[4, 7])
     parser.add_argument("--batch-wait-ms", type=int, nargs="*", default=[2, 20],
                         help="how long the primary waits to fill a batch (virtual ms)")
+    parser.add_argument("--auth", choices=("hmac", "ed25519"), default="hmac",
+                        help="client request authentication (hmac: the default of PbftConfig)")
     args = parser.parse_args()
-    runs = [measure(n, clients, args.txns, args.cache, 100, wait)
+    runs = [measure(n, clients, args.txns, args.cache, 100, wait, auth=args.auth)
             for clients in args.clients for n in args.n for wait in args.batch_wait_ms]
     print(json.dumps({"benchmark": "sim_txn", "workload": "2-participant transfers", "runs": runs}, indent=2))
 

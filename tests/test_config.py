@@ -20,8 +20,12 @@ def test_defaults_build_a_3f_plus_1_cluster():
 
 def test_pbft_config_carries_the_parameters():
     pbft = ClusterConfig(f=1, batch_size=7, checkpoint_interval=8, watermark_window=16,
-                         auth_scheme="hmac").pbft_config()
-    assert (pbft.n, pbft.f, pbft.batch_size, pbft.checkpoint_interval, pbft.auth_scheme) == (4, 1, 7, 8, "hmac")
+                         auth_scheme="ed25519").pbft_config()
+    assert (pbft.n, pbft.f, pbft.batch_size, pbft.checkpoint_interval, pbft.auth_scheme) == (4, 1, 7, 8, "ed25519")
+
+
+def test_client_requests_carry_mac_authenticators_by_default():
+    assert ClusterConfig(f=1).auth_scheme == "hmac" == ClusterConfig(f=1).pbft_config().auth_scheme
 
 
 @pytest.mark.parametrize("changes, names", [

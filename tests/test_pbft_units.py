@@ -239,3 +239,56 @@ def test_a_transferred_state_must_carry_a_matching_certificate(keys):
         verify_reply(keys["R3"], config, StateReply(12, state, proof))
     with pytest.raises(AuthError):  # too few signers
         verify_reply(keys["R3"], config, StateReply(8, state, proof[:2]))
+
+
+# -- authenticators: what is provable, and the client's switch to signing ----------------------
+
+
+def test_a_bad_mac_for_one_replica_is_unverifiable_there_only(keys):
+    """The Aardvark request: good at R0, garbage for R1. R1 gets BadAuthenticator (not provable);
+    a malformed authenticator or a bad signature is an AuthError anybody can check."""
+    from dtm_ray.crypto import MAC_LEN
+    from dtm_ray.pbft.messages import BadAuthenticator
+
+    env = decode(seal_request(keys["alice"], REPLICAS, "hmac", Request("alice", 1, b"op")), Envelope)
+    bad_for_r1 = Envelope("alice", env.body, env.auth[:MAC_LEN] + b"\0" * MAC_LEN + env.auth[2 * MAC_LEN:])
+    assert open_request(keys["R0"], REPLICAS, "hmac", bad_for_r1) == Request("alice", 1, b"op")
+    with pytest.raises(BadAuthenticator):
+        open_request(keys["R1"], REPLICAS, "hmac", bad_for_r1)
+    short = Envelope("alice", env.body, env.auth[:-1])
+    with pytest.raises(AuthError) as exc:
+        open_request(keys["R1"], REPLICAS, "hmac", short)
+    assert not isinstance(exc.value, BadAuthenticator)
+    signed = decode(seal_request(keys["alice"], REPLICAS, "ed25519", Request("alice", 1, b"op")), Envelope)
+    assert open_request(keys["R2"], REPLICAS, "hmac", signed) == Request("alice", 1, b"op")  # under hmac too
+    forged = Envelope("alice", signed.body, keys["R0"].sign(signed.body))
+    with pytest.raises(AuthError) as exc:
+        open_request(keys["R2"], REPLICAS, "hmac", forged)
+    assert not isinstance(exc.value, BadAuthenticator)
+
+
+def test_hmac_needs_an_authenticator_longer_or_shorter_than_a_signature():
+    from dtm_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="as long as a signature"):
+        PbftConfig(("R0", "R1"), 0)
+    assert PbftConfig(("R0", "R1"), 0, auth_scheme="ed25519").n == 2
+
+
+def test_the_client_signs_after_f_plus_1_authenticator_refusals_only(keys):
+    from dtm_ray.crypto import SIG_LEN, seal_mac
+    from dtm_ray.pbft.client import ClientCore
+    from dtm_ray.pbft.messages import AuthRefusal
+
+    client = ClientCore("alice", PbftConfig(REPLICAS, 1), keys["alice"])
+    rid = client.submit(b"op")
+    first = client.take_ready().send_now
+    assert first and all(len(decode(p, Envelope).auth) == 4 * 32 for _, p in first)
+    client.receive("R0", seal_mac(keys["R0"], "alice", AuthRefusal(0, "alice", rid)))
+    client.receive("R0", seal_mac(keys["R0"], "alice", AuthRefusal(0, "alice", rid)))  # the same replica twice
+    assert not client.signing and not client.take_ready().send_now  # one (maybe faulty) replica: nothing
+    client.receive("R1", seal_mac(keys["R1"], "alice", AuthRefusal(0, "alice", rid)))
+    resent = client.take_ready().send_now
+    assert client.signing and {d for d, _ in resent} == set(REPLICAS)
+    assert all(len(decode(p, Envelope).auth) == SIG_LEN for _, p in resent)
+    assert open_request(keys["R3"], REPLICAS, "hmac", decode(resent[0][1], Envelope)).request_id == rid

@@ -7,6 +7,12 @@ resends it to every replica after ``client_retry_ms``, then after twice as long 
 once ``f+1`` distinct replicas sent matching MAC'd replies (one of them is correct). It learns
 the current view from the replies.
 
+Requests carry a MAC authenticator under ``auth_scheme="hmac"`` (the default). Once f+1
+replicas answer "authenticator refused: sign requests" (``AuthRefusal``: f+1 complaints made the
+cluster refuse this client's MACs, because this client or a faulty primary in its name sent an
+inconsistent authenticator, see ``dtm_ray.pbft.authdefence``), the client signs its current
+request and every later one with Ed25519, which convinces every replica.
+
 Requests of one client are sent one at a time, in ``request_id`` order: a replica executes a
 client's request only if its id is above the last one executed for that client, so pipelining
 could let a later request overtake (and make stale) an earlier one. ``submit`` queues; run many
@@ -23,7 +29,7 @@ from dtm_ray.node import Outbox, Ready
 from dtm_ray.pbft import quorum
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import ClientResult, Rejected
-from dtm_ray.pbft.messages import Reply, Request, seal_request
+from dtm_ray.pbft.messages import AuthRefusal, Reply, Request, seal_request
 from dtm_ray.retry import Backoff
 from dtm_ray.wire import decode
 
@@ -39,8 +45,11 @@ class ClientCore:
         self._next_id = first_request_id
         self._queue: deque[tuple[int, bytes]] = deque()
         self._current: tuple[int, bytes] | None = None  # (request_id, sealed request)
+        self._current_op = b""  # the operation of _current (resealed signed on AuthRefusal)
         self._retry = Backoff(config.client_retry_ms)
         self._replies: dict[str, tuple[bytes, int]] = {}  # replica -> (result, view) for _current
+        self._refused_by: set[str] = set()  # replicas that refused _current's authenticator
+        self.signing = config.auth_scheme == "ed25519"  # sign requests (or MAC them)
         self.rejected = 0
 
     # -- API -----------------------------------------------------------------------------------
@@ -65,13 +74,17 @@ class ClientCore:
                 raise AuthError(f"reply from {env.sender!r}, not a replica")
             if not self.keys.check_mac(env.sender, env.body, env.auth):
                 raise AuthError(f"bad MAC from {env.sender!r}")
-            reply = decode(env.body, Reply)
+            reply = decode(env.body, (Reply, AuthRefusal))
         except RemoteProtocolError as exc:
             self.rejected += 1
             self._out.output(Rejected(self.id, sender, str(exc)))
             return
         if self._current is None or reply.client != self.id or reply.request_id != self._current[0]:
             return  # a late or duplicate reply
+        if isinstance(reply, AuthRefusal):
+            self._refused_by.add(env.sender)
+            self._maybe_sign()
+            return
         self._replies[env.sender] = (reply.result, reply.view)
         self._maybe_accept()
 
@@ -90,13 +103,23 @@ class ClientCore:
         if self._current is not None or not self._queue:
             return
         request_id, operation = self._queue.popleft()
-        sealed = seal_request(self.keys, self.config.replicas, self.config.auth_scheme,
-                              Request(self.id, request_id, operation))
-        self._current, self._replies = (request_id, sealed), {}
+        self._current_op = operation
+        self._seal_and_send(request_id, self._first_targets())
+
+    def _seal_and_send(self, request_id: int, targets) -> None:
+        scheme = "ed25519" if self.signing else self.config.auth_scheme
+        sealed = seal_request(self.keys, self.config.replicas, scheme, Request(self.id, request_id, self._current_op))
+        self._current, self._replies, self._refused_by = (request_id, sealed), {}, set()
         self._retry = Backoff(self.config.client_retry_ms)
         self._retry.sent(request_id, self.now)
-        for r in self._first_targets():
+        for r in targets:
             self._out.send(r, sealed, after_persist=False)
+
+    def _maybe_sign(self) -> None:
+        """f+1 replicas (one correct) refused our MACs: sign this request and the later ones."""
+        if len(self._refused_by) >= quorum.weak(self.config.f) and not self.signing:
+            self.signing = True
+            self._seal_and_send(self._current[0], self.config.replicas)
 
     def _first_targets(self) -> list[str]:
         """The primary of the view we believe in and the f replicas after it."""

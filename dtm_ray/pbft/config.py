@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dtm_ray.crypto import MAC_LEN, SIG_LEN
 from dtm_ray.errors import ConfigError
 from dtm_ray.wire import MAX_FIELD_BYTES
 
@@ -42,7 +43,10 @@ class PbftConfig:
     # decoder's 4 MiB field limit, so a batch of large entries is cut early instead of growing
     # past what any replica can decode.
     max_batch_bytes: int = 1024 * 1024
-    auth_scheme: str = "ed25519"  # client requests: "ed25519" signatures or "hmac" authenticators
+    # Client requests: "hmac" authenticators (one pairwise MAC per replica, ~3 us each: PBFT's
+    # normal case) or "ed25519" signatures (~130 us per verify, at every replica). Under "hmac" a
+    # client whose MACs were refused (``authdefence``) signs its requests instead.
+    auth_scheme: str = "hmac"
     # The declared clients: only they may submit requests (a replica or a participant holds keys
     # too, and must never act as a client). None only in unit harnesses: then any key holder that
     # is not a replica may; every cluster builder (``dtm_ray.config``, the simulator's worlds)
@@ -82,6 +86,9 @@ class PbftConfig:
                               f"max_request_bytes ({self.max_request_bytes}) with its envelope")
         if self.auth_scheme not in ("ed25519", "hmac"):
             raise ConfigError(f"auth_scheme must be 'ed25519' or 'hmac', got {self.auth_scheme!r}")
+        if self.auth_scheme == "hmac" and n * MAC_LEN == SIG_LEN:
+            raise ConfigError(f"auth_scheme 'hmac' needs n != {SIG_LEN // MAC_LEN}: an authenticator of "
+                              f"{n} MACs is as long as a signature; use 'ed25519'")
 
     @property
     def n(self) -> int:

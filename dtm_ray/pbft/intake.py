@@ -29,9 +29,10 @@ from dtm_ray.errors import RemoteProtocolError
 from dtm_ray.limits import TokenBucket
 from dtm_ray.pbft.admitted import AdmittedCache
 from dtm_ray.pbft.app import Verdict
+from dtm_ray.pbft import authdefence
 from dtm_ray.pbft.config import batch_item_bytes
 from dtm_ray.pbft.log import Slot
-from dtm_ray.pbft.messages import PrePrepare, Reply, Request, open_request
+from dtm_ray.pbft.messages import BadAuthenticator, PrePrepare, Reply, Request, open_request
 from dtm_ray.wire import decode
 
 
@@ -84,6 +85,9 @@ class RequestIntake:
             if req.request_id == entry.request_id and entry.result is not None:
                 self._send_reply(req.client, req.request_id, entry.result)
             return
+        if self._mac_refused(req.client, env):  # f+1 complaints: this client must sign (authdefence)
+            self._refuse_authenticator(req.client, req.request_id)
+            return
         key = (req.client, req.request_id)
         if key not in self.pending:
             if len(self.pending) >= MAX_PENDING or self.pending_per_client[req.client] >= MAX_PENDING_PER_CLIENT:
@@ -115,35 +119,42 @@ class RequestIntake:
     # -----------------------------------------------------------------------------------------
     # Checking a PRE-PREPARE's batch
 
-    def _check_batch(self, pp: PrePrepare) -> tuple[Verdict, str | None]:
+    def _check_batch(self, pp: PrePrepare) -> tuple[Verdict, str | None, tuple[bytes, ...]]:
         """ACCEPT, WAIT (an App proposal not ready here yet), or REJECT with a reason when the
-        batch is provably invalid (None when it is only unverifiable here, e.g. an HMAC
-        authenticator a faulty client made bad for this replica only)."""
+        batch is provably invalid; and the requests whose authenticator has a bad MAC for this
+        replica only (not provable: the batch then waits for vouchers, see ``authdefence``)."""
         if len(pp.requests) + len(pp.proposals) > self.config.batch_size:
             # a correct primary never cuts more (``_propose``): refuse before verifying any of it
-            return Verdict.REJECT, "batch larger than batch_size"
+            return Verdict.REJECT, "batch larger than batch_size", ()
         entries = len(pp.requests) + len(pp.proposals)
         if entries > 1 and sum(map(batch_item_bytes, chain(pp.requests, pp.proposals))) > self.config.max_batch_bytes:
-            return Verdict.REJECT, "batch larger than max_batch_bytes"
-        seen = set()
+            return Verdict.REJECT, "batch larger than max_batch_bytes", ()
+        seen, unverified = set(), []
         for raw in pp.requests:
             try:
-                req, refusal = self._admit(raw, decode(raw, Envelope))
+                env = decode(raw, Envelope)
+                req, refusal = self._admit(raw, env)
+            except BadAuthenticator:
+                if not authdefence.DEFENCE:
+                    return Verdict.REJECT, None, ()
+                unverified.append(raw)
+                req, refusal = decode(env.body, Request), None
             except RemoteProtocolError:
-                return Verdict.REJECT, ("forged request" if self.config.auth_scheme == "ed25519" else None)
+                return Verdict.REJECT, "forged request", ()  # a correct primary checks it too
             if refusal is not None:
-                return Verdict.REJECT, "request the App refuses"
+                return Verdict.REJECT, "request the App refuses", ()
             if (req.client, req.request_id) in seen:
-                return Verdict.REJECT, "request twice in one batch"
-            self._admitted.add(raw, req)
+                return Verdict.REJECT, "request twice in one batch", ()
+            if not unverified or unverified[-1] is not raw:  # only what this replica authenticated
+                self._admitted.add(raw, req)
             seen.add((req.client, req.request_id))
         waiting = False
         for proposal in pp.proposals:
             verdict = self.app.validate_proposal(proposal)
             if verdict is Verdict.REJECT:
-                return Verdict.REJECT, "invalid proposal"
+                return Verdict.REJECT, "invalid proposal", ()
             waiting |= verdict is Verdict.WAIT
-        return (Verdict.WAIT if waiting else Verdict.ACCEPT), None
+        return (Verdict.WAIT if waiting else Verdict.ACCEPT), None, tuple(unverified)
 
     def _hold(self, slot: Slot, pp: PrePrepare, payload: bytes, waiting_at: int) -> None:
         slot.held, slot.held_from = (pp, payload), waiting_at

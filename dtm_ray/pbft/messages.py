@@ -4,9 +4,12 @@ Every message travels inside a ``crypto.Envelope``. Which authentication, and wh
 
 - replica-to-replica protocol messages (PRE-PREPARE, PREPARE, COMMIT, CHECKPOINT, VIEW-CHANGE,
   NEW-VIEW) are **signed**: they end up inside certificates that a third replica must verify;
-- client REQUESTs are **signed** (``auth_scheme="ed25519"``) or carry an **authenticator** (one
-  pairwise MAC per replica, ``auth_scheme="hmac"``); a backup forwards the client's envelope
-  to the primary unchanged, so the primary checks the client's own authentication;
+- client REQUESTs carry an **authenticator** (one pairwise MAC per replica, ``auth_scheme="hmac"``,
+  the default) or are **signed** (``auth_scheme="ed25519"``, and under ``hmac`` by a client whose
+  MACs were refused: ``authdefence``); a backup forwards the client's envelope to the primary
+  unchanged, so the primary checks the client's own authentication;
+- AUTH-COMPLAINTs are **signed** (f+1 of them are the proof against a client), AUTH-REFUSALs
+  are **MAC'd** to the client;
 - REPLYs and state transfer (STATE-REQUEST / STATE-REPLY) are **MAC'd** point to point: nobody
   else needs to verify them (a snapshot is checked against a certified digest, not its sender).
 
@@ -17,7 +20,7 @@ messages of this module, so storage goes through the same strict decoder as the 
 
 from __future__ import annotations
 
-from dtm_ray.crypto import Envelope, KeyRing, digest, open_signed, seal_authenticated, seal_signed
+from dtm_ray.crypto import MAC_LEN, SIG_LEN, Envelope, KeyRing, digest, open_signed, seal_authenticated, seal_signed
 from dtm_ray.errors import AuthError
 from dtm_ray.wire import Message, decode, encode
 
@@ -171,14 +174,30 @@ def seal_request(keys: KeyRing, replicas: tuple[str, ...], scheme: str, req: Req
     return seal_signed(keys, req)
 
 
+class BadAuthenticator(AuthError):
+    """This replica's MAC in a request's authenticator is wrong. Not provable to anybody else: the
+    client may have made it bad for this replica only (the Aardvark attack), or a faulty primary
+    may have forged the request with the one MAC it can make (``dtm_ray.pbft.authdefence``)."""
+
+
+def is_signed_request(replicas: tuple[str, ...], scheme: str, env: Envelope) -> bool:
+    """Under ``hmac`` a client still signs once its MACs were refused: a signature is told from an
+    authenticator by its length (n MACs; n = 2 would be ambiguous and is refused by the config)."""
+    return scheme != "hmac" or len(env.auth) == SIG_LEN
+
+
 def open_request(keys: KeyRing, replicas: tuple[str, ...], scheme: str, env: Envelope) -> Request:
-    """Authenticate and decode a client request envelope for replica ``keys.me``."""
-    if scheme == "hmac":
-        if not keys.check_authenticator(env.sender, env.body, env.auth, replicas.index(keys.me)):
-            raise AuthError(f"bad authenticator from {env.sender!r}")
-        req = decode(env.body, Request)
-    else:
+    """Authenticate and decode a client request envelope for replica ``keys.me``. Raises
+    ``BadAuthenticator`` when only this replica's MAC is wrong, ``AuthError`` or ``DecodeError``
+    when the request is invalid on its face (a bad signature, a malformed authenticator)."""
+    if is_signed_request(replicas, scheme, env):
         req = open_signed(keys, env, Request)
+    else:
+        if len(env.auth) != MAC_LEN * len(replicas):
+            raise AuthError(f"authenticator of {len(env.auth)} bytes from {env.sender!r}")
+        if not keys.check_authenticator(env.sender, env.body, env.auth, replicas.index(keys.me)):
+            raise BadAuthenticator(f"bad authenticator from {env.sender!r}")
+        req = decode(env.body, Request)
     if req.client != env.sender:
         raise AuthError(f"request of {req.client!r} sealed by {env.sender!r}")
     return req
@@ -214,3 +233,26 @@ class Status(Message, tag=27):
     view: int
     executed: int  # the last executed seq
     stable_seq: int  # the stable checkpoint
+
+
+# ---------------------------------------------------------------------------------------------
+# The defence against inconsistent authenticators (``dtm_ray.pbft.authdefence``)
+
+
+class AuthComplaint(Message, tag=38):
+    """Signed by a backup: "the request ``request`` (a client's sealed envelope, quoted whole) in
+    the PRE-PREPARE of (``view``, ``seq``) does not carry a valid MAC for me". f+1 of them from
+    distinct replicas prove that the client or the primary of ``view`` is faulty."""
+
+    view: int
+    seq: int
+    request: bytes
+
+
+class AuthRefusal(Message, tag=39):
+    """MAC'd to a client: "authenticator refused: sign requests". Every correct replica sends it
+    alike once f+1 complaints refused the client's MACs; the client accepts it from f+1."""
+
+    view: int
+    client: str
+    request_id: int

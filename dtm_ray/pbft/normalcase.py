@@ -168,7 +168,7 @@ class NormalCase:
             self._evidence(sender, "wrong-digest", (payload,))
             self._start_view_change(self.view + 1)
             return
-        verdict, reason = self._check_batch(pp)
+        verdict, reason, unverified = self._check_batch(pp)
         if verdict is Verdict.REJECT:
             if reason is not None:  # provable: the primary signed a batch that is invalid on its face
                 self._evidence(sender, "invalid-batch", (payload,))
@@ -176,6 +176,9 @@ class NormalCase:
             return
         if verdict is Verdict.WAIT:
             self._hold(slot, pp, payload, self._first_waiting(pp, 0) or 0)
+            return
+        if unverified:  # a MAC bad for us only: wait for f+1 vouchers, complain (authdefence)
+            self._await_vouchers(pp, payload, unverified)
             return
         self._accept_preprepare(slot, pp, payload)
 

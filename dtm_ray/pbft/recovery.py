@@ -12,8 +12,8 @@ from __future__ import annotations
 from dtm_ray.crypto import Envelope
 from dtm_ray.node import Storage
 from dtm_ray.pbft import persist
-from dtm_ray.pbft.messages import (Checkpoint, PrePrepare, PreparedProof, ReplicaState, StableRecord, seal,
-                                   state_digest)
+from dtm_ray.pbft.messages import (Checkpoint, EvidenceRecord, PrePrepare, PreparedProof, ReplicaState,
+                                   StableRecord, seal, state_digest)
 from dtm_ray.pbft.stability import ClientEntry, Stable
 from dtm_ray.wire import decode
 
@@ -50,9 +50,10 @@ class Recovery:
             slot = self.log.get(persist.seq_of(persist.COMMIT_PREFIX, key))
             if slot is not None and slot.pp is not None and slot.pp.digest == digest:
                 slot.committed = True
-        for key, _ in storage.items(persist.EVIDENCE_PREFIX):  # the highest n is the count
+        for key, raw in storage.items(persist.EVIDENCE_PREFIX):  # the highest n is the count
             accused, n = persist.evidence_of(key)
             self.evidence_counts[accused] = max(self.evidence_counts[accused], n)
+            self._recover_refusal(accused, decode(raw, EvidenceRecord))
         self._execute_ready()
         self.next_seq = max([self.executed, self.log.low] + list(self.log.slots)) + 1
         for slot in self.log.slots.values():

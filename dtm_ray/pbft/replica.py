@@ -7,6 +7,7 @@ parts live in one module each, as mixins that share the replica's state (each mo
 fields it owns in its docstring):
 
 - ``intake``: client requests (admission, forwarding, pending, held batches);
+- ``authdefence``: requests a backup cannot authenticate (vouchers, complaints, the Aardvark attack);
 - ``normalcase``: the primary's batches, PRE-PREPARE / PREPARE / COMMIT, execution;
 - ``views``: the view-change timers, VIEW-CHANGE and NEW-VIEW;
 - ``stability``: checkpoints, garbage collection, state transfer;
@@ -33,12 +34,13 @@ from dtm_ray.errors import AuthError, ConfigError, RemoteProtocolError
 from dtm_ray.node import Outbox, Ready, Storage
 from dtm_ray.pbft import persist
 from dtm_ray.pbft.app import App, take_events
+from dtm_ray.pbft.authdefence import AuthDefence
 from dtm_ray.pbft.catchup import CatchUp
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import Evidence, Rejected
 from dtm_ray.pbft.intake import MAX_PENDING, MAX_PENDING_PER_CLIENT, RequestIntake
 from dtm_ray.pbft.log import Log
-from dtm_ray.pbft.messages import (REPLICA_MESSAGES, Checkpoint, Commit, EvidenceRecord, NewView, Prepare,
+from dtm_ray.pbft.messages import (REPLICA_MESSAGES, AuthComplaint, Checkpoint, Commit, EvidenceRecord, NewView, Prepare,
                                    PrePrepare, Request, SlotRequest, StateReply, StateRequest, Status,
                                    ViewChange)
 from dtm_ray.pbft.normalcase import NormalCase
@@ -54,7 +56,7 @@ MAX_EVIDENCE_KEPT = 1_000
 MAX_COUNTED_SENDERS = 1_000
 
 
-class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recovery):
+class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, CatchUp, Recovery):
     def __init__(self, replica_id: str, config: PbftConfig, keys: KeyRing, app: App, storage: Storage) -> None:
         if replica_id not in config.replicas:
             raise ConfigError(f"{replica_id!r} is not one of the replicas {config.replicas}")
@@ -78,6 +80,7 @@ class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recove
         self.ignored = 0
         self._evidence_seen: set[tuple[str, str, tuple[bytes, ...]]] = set()
         self._init_intake()
+        self._init_auth_defence()
         self._init_normal_case()
         self._init_views()
         self._init_stability()
@@ -99,6 +102,8 @@ class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recove
                 self._on_request(env, payload)
             elif isinstance(body, REPLICA_MESSAGES):
                 self._on_replica_message(env, body, payload)
+            elif isinstance(body, AuthComplaint):
+                self._on_complaint(env, payload)
             elif isinstance(body, (StateRequest, StateReply, SlotRequest, Status)):
                 self._on_state_message(env, body)
             elif self.app.receive(env):
@@ -135,6 +140,7 @@ class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recove
 
     def _after_step(self) -> None:
         self._retry_held()
+        self._retry_awaiting()
         self._propose()
         for dest, payload in self.app.take_messages():
             self._out.send(dest, payload)
@@ -242,6 +248,7 @@ class Replica(RequestIntake, NormalCase, ViewChanges, Stability, CatchUp, Recove
             "batch_latency_ms": round(self.latency_ewma_ms, 1),
             "state_transfer_target": self.state_target,
             "evidence": dict(self.evidence_counts),
+            "mac_refused": sorted(self.mac_refused),  # clients that must sign (authdefence)
             "rejected": dict(self.rejected_counts),
             "replayed": dict(self.replayed_counts),
             "ignored": self.ignored,

@@ -10,7 +10,8 @@ its state, and keeps serving everybody else.
   misauthenticated message (random, truncated, bit-flipped, oversized, deeply nested,
   wrong-type, resealed by the wrong party, sealed by a client instead of a replica);
 - ``client_request`` and the ``*_request`` helpers: requests a hostile client crafts
-  (replays, forged authenticators, impersonation, oversized, unknown participant or op);
+  (replays, forged authenticators, impersonation, oversized, unknown participant or op, an
+  authenticator good at some replicas only: ``inconsistent_request``, the Aardvark attack);
 - ``Recorder``: a pass-through behaviour that keeps every message a party sends (traffic to
   mutate);
 - ``FuzzingSender``: a simulator action that injects hostile bytes at a steady rate;
@@ -25,10 +26,10 @@ from typing import Callable, Iterable
 
 import msgspec
 
-from dtm_ray.crypto import Envelope, KeyRing, seal_mac, seal_signed
+from dtm_ray.crypto import MAC_LEN, Envelope, KeyRing, seal_mac, seal_signed
 from dtm_ray.node import Outgoing
 from dtm_ray.pbft.config import PbftConfig
-from dtm_ray.pbft.events import Executed, Rejected
+from dtm_ray.pbft.events import Executed, Rejected, ViewChanged
 from dtm_ray.pbft.messages import Checkpoint, Reply, Request, seal_request
 from dtm_ray.sim.txn_world import BankWorkload, ListAppendWorkload, TxnWorld, build_txn_world
 from dtm_ray.txn.messages import AckBatch, DecisionBatch, DecisionItem, TxnRequest, Vote, VoteBatch
@@ -115,6 +116,25 @@ def forged_request(keys: KeyRing, config: PbftConfig, request_id: int, ops: list
     """A request of ``keys.me`` whose authenticator is random bytes of the right length."""
     genuine = decode(client_request(keys, config, request_id, ops), Envelope)
     return encode(Envelope(genuine.sender, genuine.body, rng.randbytes(len(genuine.auth))))
+
+
+def inconsistent_request(keys: KeyRing, config: PbftConfig, request_id: int, ops: list[Op],
+                         good_at: Iterable[str], rng: random.Random, *, client: str | None = None) -> bytes:
+    """The Aardvark attack's request (NSDI'09, section 4.1): an authenticator whose MAC is right
+    for the replicas in ``good_at`` and random bytes for the others. ``keys`` need only share a
+    key with the replicas of ``good_at``: a faulty primary forging a request in the name of
+    ``client`` holds exactly its own pairwise key with that client."""
+    name = client or keys.me
+    body = encode(Request(name, request_id, encode(TxnRequest(tuple(ops)))))
+    good = set(good_at)
+    parts = []
+    for r in config.replicas:
+        if r in good:
+            mac = keys.mac(name, body, sender=name) if keys.me != name else keys.mac(r, body)
+            parts.append(mac)
+        else:
+            parts.append(rng.randbytes(MAC_LEN))
+    return encode(Envelope(name, body, b"".join(parts)))
 
 
 def impersonating_request(attacker: KeyRing, victim: str, config: PbftConfig, request_id: int,
@@ -388,6 +408,29 @@ def attack_garbage_flood(world: TxnWorld, hostile: str, rng: random.Random, coun
     return Attack("garbage flood (random bytes)", count, _from_attacker(hostile, "malformed"))
 
 
+def attack_inconsistent_auth(world: TxnWorld, hostile: str, rng: random.Random, count: int = 100,
+                             good_at: tuple[str, ...] | None = None) -> Attack:
+    """Aardvark's MAC attack: requests whose authenticator verifies at the primary of the current
+    view (default ``good_at``) and nowhere else, sent to every replica."""
+    keys, cfg = world.keys[hostile], world.config
+    good = good_at or (cfg.primary(max(world.sim.node(r).view for r in world.replicas)),)
+    _spread(world, hostile, count,
+            lambda i: inconsistent_request(keys, cfg, 1 + i, [Op.add("db-2", "aardvark", 1)], good, rng))
+
+    def detect(world: TxnWorld, attack: Attack) -> int:
+        attack.notes["executed"] = len(executions(world, WATCHER, hostile))
+        attack.notes["view_changes"] = view_changes(world, WATCHER)
+        return attack.tried - attack.notes["executed"]
+
+    return Attack("inconsistent authenticator (Aardvark)", count, detect)
+
+
+def view_changes(world: TxnWorld, replica: str, since_ms: int = 0) -> int:
+    """Views ``replica`` entered since ``since_ms``."""
+    return sum(1 for o in world.sim.outputs
+               if o.party == replica and o.time_ms >= since_ms and isinstance(o.output, ViewChanged))
+
+
 CLIENT_ATTACKS: dict[str, Callable[..., Attack]] = {
     "replay": attack_replay,
     "forged-auth": attack_forged_auth,
@@ -397,10 +440,12 @@ CLIENT_ATTACKS: dict[str, Callable[..., Attack]] = {
     "unknown-op": attack_unknown_op,
     "request-flood": attack_request_flood,
     "garbage-flood": attack_garbage_flood,
+    "inconsistent-auth": attack_inconsistent_auth,
 }
 
 
-def run_client_attack(name: str | None, seed: int, **attack_kwargs) -> tuple[TxnWorld, Attack | None, float]:
+def run_client_attack(name: str | None, seed: int, *, world_kwargs: dict | None = None,
+                      **attack_kwargs) -> tuple[TxnWorld, Attack | None, float]:
     """One run: honest load plus attack ``name`` (None: the baseline). Returns the world, the
     attack record and honest committed transactions per virtual second."""
     holder: list[Attack] = []
@@ -409,7 +454,7 @@ def run_client_attack(name: str | None, seed: int, **attack_kwargs) -> tuple[Txn
     def start(world: TxnWorld, hostile: str) -> None:
         holder.append(CLIENT_ATTACKS[name](world, hostile, rng, **attack_kwargs))
 
-    world, tps = measure(seed, start if name is not None else None)
+    world, tps = measure(seed, start if name is not None else None, world_kwargs=world_kwargs)
     return world, (holder[0] if holder else None), tps
 
 
