@@ -163,8 +163,13 @@ def _grew(before, after, accused, field):
     return any(r.get(field, {}).get(accused, 0) > was[r["id"]] for r in after["replicas"] if r["id"] != accused)
 
 
+# An equivocating primary is always caught (a backup shown the other batch gets the pre-prepare
+# the others accepted, relayed as proof), but not always replaced: when a single backup was shown
+# the alternative, the other 2f+1 commit, and a checkpoint moves the slot out of their window
+# before the relayed proof reaches them, so only that backup asks for a view change (PBFT moves
+# on f+1). Safety holds either way; the backup rejoins at the next view change.
 EFFECTS = {
-    "corrupt-auth": (rejected,), "delay": (), "equivocate": (evidence, replaced), "flood": (rejected,),
+    "corrupt-auth": (rejected,), "delay": (), "equivocate": (evidence,), "flood": (rejected,),
     "forge-decision": (), "forge-votes": (evidence, replaced), "future-view": (rejected,),
     "mute": (replaced,), "replay": (rejected,), "selective": (), "stale-view": (rejected, replaced),
     "wrong-digest": (evidence, replaced), "wrong-result": (),
