@@ -251,15 +251,8 @@ class Host:
             return
         self.counters["calls_in"] += 1
         for payload in self._admit(sender, payloads, token):
-            if not isinstance(payload, bytes):
-                self.counters["rejected_non_bytes"] += 1
-                continue
-            if not RULES.fits(payload):
-                self.counters["dropped_oversized_in"] += 1
-                continue
-            self.counters["messages_in"] += 1
-            self.counters["bytes_in"] += len(payload)
-            self._core_receive(self.core.receive, sender, payload)
+            if self._counted_in(payload):
+                self._core_receive(self.core.receive, sender, payload)
         self._heard(sender)
 
     def _receive_routed(self, sender: Any, routed: Any, token: Any) -> None:
@@ -274,16 +267,24 @@ class Host:
             return
         for dest, payloads in routed.items():
             for payload in self._admit(sender, payloads, token):
-                if receive_for is None or not isinstance(payload, bytes) or not isinstance(dest, str):
+                if receive_for is None or not isinstance(dest, str):
                     self.counters["rejected_non_bytes"] += 1
-                    continue
-                if not RULES.fits(payload):
-                    self.counters["dropped_oversized_in"] += 1
-                    continue
-                self.counters["messages_in"] += 1
-                self.counters["bytes_in"] += len(payload)
-                self._core_receive(receive_for, dest, sender, payload)
+                elif self._counted_in(payload):
+                    self._core_receive(receive_for, dest, sender, payload)
         self._heard(sender)
+
+    def _counted_in(self, payload: Any) -> bool:
+        """Whether the core may see ``payload``: bytes within the transport's size limit (counted
+        in, or counted as refused)."""
+        if not isinstance(payload, bytes):
+            self.counters["rejected_non_bytes"] += 1
+            return False
+        if not RULES.fits(payload):
+            self.counters["dropped_oversized_in"] += 1
+            return False
+        self.counters["messages_in"] += 1
+        self.counters["bytes_in"] += len(payload)
+        return True
 
     def _admit(self, sender: Any, payloads: Any, token: Any) -> list:
         """The part of one call this actor will look at: a bounded list, within its channel's rate."""
