@@ -102,7 +102,7 @@ def test_a_backup_refuses_a_signed_batch_over_the_byte_budget():
     requests = tuple(seal_request(world.keys["c0"], REPLICAS, config.auth_scheme, Request("c0", i, kvapp.put("k", "x" * 950)))
                      for i in range(1, 10))
     pp = PrePrepare(0, 1, batch_digest(requests, ()), requests, ())
-    verdict, reason = backup._check_batch(pp)
+    verdict, reason, _ = backup._check_batch(pp)
     assert (verdict.name, reason) == ("REJECT", "batch larger than max_batch_bytes")
     fits = requests[:7]
-    assert backup._check_batch(PrePrepare(0, 1, batch_digest(fits, ()), fits, ())) == (Verdict.ACCEPT, None)
+    assert backup._check_batch(PrePrepare(0, 1, batch_digest(fits, ()), fits, ())) == (Verdict.ACCEPT, None, ())

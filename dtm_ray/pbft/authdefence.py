@@ -188,7 +188,7 @@ class AuthDefence:
         for key, sealed in [(k, p) for k, p in self.pending.items() if k[0] == client]:
             if not is_signed_request(self.config.replicas, self.config.auth_scheme, decode(sealed, Envelope)):
                 self._forget_pending(key)
-                self.waiting_since.pop(("req",) + key, None)
+                self.waiting_requests.pop(key, None)
                 self._refuse_authenticator(client, key[1])
 
     def _recover_refusal(self, accused: str, record) -> None:
