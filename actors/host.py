@@ -90,6 +90,9 @@ class Host:
         self.channels = Channels(party, mac_keys)
         self._buffers: dict[str, list[bytes]] = collections.defaultdict(list)
         self._inflight: collections.Counter = collections.Counter()
+        # Calls in flight are counted per handle generation: a dropped handle's calls (a peer
+        # re-created, or silent too long) no longer hold its slots, even if Ray never settles them.
+        self._generation: collections.Counter = collections.Counter()
         self._calls: collections.deque = collections.deque()  # deliveries, appended by Ray's thread
         self._control: collections.deque = collections.deque()  # settled calls and commands
         self._dropped_queue_full = 0  # written by the delivering thread only
@@ -391,19 +394,23 @@ class Host:
         self.peers.sent(actor, now)
         sent = time.perf_counter()
         resend = (batch, routed) if retry else None
-        ref.future().add_done_callback(lambda fut: self._on_done(actor, fut, sent, resend))
+        generation = self._generation[actor]
+        ref.future().add_done_callback(lambda fut: self._on_done(actor, generation, fut, sent, resend))
 
-    def _on_done(self, actor: str, fut: Any, sent: float, resend: tuple | None) -> None:
+    def _on_done(self, actor: str, generation: int, fut: Any, sent: float, resend: tuple | None) -> None:
         """On a Ray thread: hand the outcome to the loop (which owns every counter)."""
         try:
             error = fut.exception()
         except BaseException as exc:  # cancelled
             error = exc
-        self._control.append((_SETTLED, actor, error, time.perf_counter() - sent, resend))
+        self._control.append((_SETTLED, actor, generation, error, time.perf_counter() - sent, resend))
         if error is not None or self._buffers:  # nothing waits to leave: the next turn takes it in
             self._wake.set()
 
-    def _settled(self, actor: str, error: BaseException | None, rtt_s: float, resend: tuple | None) -> None:
+    def _settled(self, actor: str, generation: int, error: BaseException | None, rtt_s: float,
+                 resend: tuple | None) -> None:
+        if generation != self._generation[actor]:
+            return  # a call through a handle dropped since: its slot was freed then
         self._inflight[actor] -= 1
         if error is None:
             self._time("call_rtt", rtt_s)
@@ -411,7 +418,7 @@ class Host:
         # The peer is dead, restarting, or was re-created under its name (our handle is stale):
         # look it up again and try once more; the protocol retransmits the rest.
         self.counters["calls_failed"] += 1
-        self.peers.forget(actor)
+        self._drop_handle(actor)
         if resend is not None and actor not in self.blocked:
             self.counters["calls_retried"] += 1
             self._call(actor, resend[0], resend[1], retry=False)
@@ -420,7 +427,16 @@ class Host:
         now = self.now_ms()
         if now >= self._next_refresh_ms:
             self._next_refresh_ms = now + 1000
-            self.counters["handles_refreshed"] += len(self.peers.refresh_silent(now))
+            stale = self.peers.refresh_silent(now)
+            for actor in stale:
+                self._drop_handle(actor)
+            self.counters["handles_refreshed"] += len(stale)
+
+    def _drop_handle(self, actor: str) -> None:
+        """Look the peer up again on the next send; its calls in flight stop holding its slots."""
+        self.peers.forget(actor)
+        self._generation[actor] += 1
+        self._inflight[actor] = 0
 
     # -- operator controls (run on the loop thread: ``call``) -----------------------------------
     def set_transformer(self, fn: Transformer | None) -> None:

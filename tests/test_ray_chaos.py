@@ -101,8 +101,16 @@ def test_a_backup_that_missed_traffic_catches_up_while_the_cluster_is_idle(bank)
     target = executed(cluster, 0)
     assert target > before
     cluster.chaos.restart(3)
-    wait_until(lambda: executed(cluster, 3) == executed(cluster, 0) >= target, timeout_s=60,
-               what="R3 caught up with an idle cluster")
+    try:
+        wait_until(lambda: executed(cluster, 3) == executed(cluster, 0) >= target, timeout_s=60,
+                   what="R3 caught up with an idle cluster")
+    except AssertionError as exc:
+        st = cluster.status()["replicas"]
+        picture = [{k: r.get(k) for k in ("id", "alive", "view", "view_changing", "executed_seq", "stable_checkpoint",
+                                          "state_target", "held", "log_entries")} for r in st]
+        hosts = [{k: v for k, v in r.get("host", {}).items() if k.startswith(("calls", "dropped", "handle", "rate", "core", "loop"))}
+                 for r in st]
+        raise AssertionError(f"{exc}: {picture} {hosts}") from None
 
 
 def test_crash_the_primary_forces_a_view_change(bank):
