@@ -25,6 +25,11 @@ class Recovery:
         raw_view = storage.get(persist.VIEW_KEY)
         self.view = self.vc_target = persist.from_u64(raw_view) if raw_view else 0
         raw_stable = storage.get(persist.STABLE_KEY)
+        # Restarted from its disk: it is behind by whatever it missed while down, and the requests
+        # clients resend to it meanwhile are no sign of a failing primary until it has caught up.
+        self._restarted = raw_view is not None or raw_stable is not None or any(
+            True for _ in storage.items(persist.PP_PREFIX))
+        self._catch_up_until: int | None = None
         if raw_stable is not None:
             record = decode(raw_stable, StableRecord)
             state = decode(record.state, ReplicaState)

@@ -118,6 +118,8 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
         self.now = max(self.now, now_ms)
         if self.clock_start is None:
             self.clock_start = self.now
+            if self._restarted:  # catch up (STATUS, resent slots) before suspecting the primary
+                self._catch_up_until = self.now + self._catch_up_grace_ms()
         if self._resume is not None:
             view, self._resume = self._resume, None
             self._start_view_change(view)

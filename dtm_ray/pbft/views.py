@@ -91,8 +91,19 @@ class ViewChanges:
         if self.view_changing:
             if self.vc_deadline is not None and self.now >= self.vc_deadline:
                 self._start_view_change(self.vc_target + 1)  # the NEW-VIEW did not come: next one
-        elif (self.waiting_requests or self.waiting_proposals) and not self.state_target and self._primary_is_failing():
+        elif (self.waiting_requests or self.waiting_proposals) and not self.state_target \
+                and not self._catching_up() and self._primary_is_failing():
             self._start_view_change(self.view + 1)
+
+    def _catch_up_grace_ms(self) -> int:
+        """How long a restarted replica gives itself to learn what it missed (two rounds of its
+        peers' STATUS messages and a view-change timeout) before its own timers may blame the
+        primary. A view change it started alone, while the others go on in the current view,
+        would leave it out until the next real view change: PBFT cannot take a VIEW-CHANGE back."""
+        return 2 * self.config.status_interval_ms + self.config.view_change_timeout_ms
+
+    def _catching_up(self) -> bool:
+        return self._catch_up_until is not None and self.now < self._catch_up_until
 
     def _primary_is_failing(self) -> bool:
         """Something we wait for (a request, a due App proposal) is not being executed: either
