@@ -172,9 +172,17 @@ def _public_bytes(secret: bytes) -> bytes:
 # Sealing and opening envelopes
 
 
+def signed_bytes(msg: object, body: bytes) -> bytes:
+    """What a signature over ``msg`` (encoded as ``body``) covers: the body itself, or the smaller
+    message a kind names with ``signed_part`` (a PRE-PREPARE signs its header, the batch is bound
+    to it by its digest: PBFT's own layout, so that a certificate can quote the header alone)."""
+    part = getattr(msg, "signed_part", None)
+    return body if part is None else encode(part())
+
+
 def seal_signed(keys: KeyRing, msg: object) -> bytes:
     body = encode(msg)
-    return encode(Envelope(keys.me, body, keys.sign(body)))
+    return encode(Envelope(keys.me, body, keys.sign(signed_bytes(msg, body))))
 
 
 def seal_mac(keys: KeyRing, dest: str, msg: object) -> bytes:
@@ -193,9 +201,10 @@ def open_envelope(payload: bytes) -> Envelope:
 
 
 def open_signed(keys: KeyRing, env: Envelope, expected: type | tuple[type, ...]):
-    if not keys.verify(env.sender, env.body, env.auth):
+    msg = decode(env.body, expected)
+    if not keys.verify(env.sender, signed_bytes(msg, env.body), env.auth):
         raise AuthError(f"bad signature from {env.sender!r}")
-    return decode(env.body, expected)
+    return msg
 
 
 def open_mac(keys: KeyRing, env: Envelope, expected: type | tuple[type, ...]):

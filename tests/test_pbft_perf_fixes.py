@@ -19,6 +19,7 @@ from dtm_ray.pbft.certcache import VerifiedCertificates
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import Executed, ViewChanged
 from dtm_ray.pbft.messages import (Checkpoint, NewView, PrePrepare, Prepare, PreparedProof, ViewChange, batch_digest,
+                                   quote_preprepare,
                                    seal)
 from dtm_ray.pbft.replica import Replica
 from dtm_ray.pbft.viewchange import plan_new_view, preprepares_for, verify_new_view, verify_view_change
@@ -194,7 +195,7 @@ CERTIFIED = range(5, 13)  # eight prepared certificates above the stable checkpo
 def certificate(keys, seq: int) -> PreparedProof:
     requests = (f"request {seq}".encode(),)
     pp = PrePrepare(0, seq, batch_digest(requests, ()), requests, ())
-    return PreparedProof(seal(keys["R0"], pp), tuple(seal(keys[b], Prepare(0, seq, pp.digest)) for b in ("R1", "R2")))
+    return PreparedProof(quote_preprepare(seal(keys["R0"], pp)), tuple(seal(keys[b], Prepare(0, seq, pp.digest)) for b in ("R1", "R2")))
 
 
 def view_change_quoting(keys, sender: str, proofs) -> bytes:

@@ -7,8 +7,8 @@ import pytest
 from dtm_ray.crypto import generate_keys
 from dtm_ray.errors import AuthError
 from dtm_ray.pbft.config import PbftConfig
-from dtm_ray.pbft.messages import (NULL_DIGEST, Checkpoint, NewView, PrePrepare, Prepare, PreparedProof,
-                                   ViewChange, batch_digest, seal)
+from dtm_ray.pbft.messages import (NULL_DIGEST, Checkpoint, NewView, PrePrepare, PrePrepareHeader, Prepare,
+                                   PreparedProof, ViewChange, batch_digest, quote_preprepare, seal)
 from dtm_ray.pbft.viewchange import (plan_new_view, preprepares_for, verify_new_view, verify_prepared,
                                      verify_view_change)
 
@@ -25,7 +25,7 @@ def prepared(keys, view: int, seq: int, requests: tuple[bytes, ...], backups=("R
     primary = CONFIG.primary(view)
     pp = PrePrepare(view, seq, batch_digest(requests, ()), requests, ())
     prepares = tuple(seal(keys[b], Prepare(view, seq, pp.digest)) for b in backups if b != primary)
-    return PreparedProof(seal(keys[primary], pp), prepares)
+    return PreparedProof(quote_preprepare(seal(keys[primary], pp)), prepares)
 
 
 def checkpoint_proof(keys, seq: int, digest: bytes = b"s" * 32) -> tuple[bytes, ...]:
@@ -44,14 +44,15 @@ def test_a_prepared_certificate_needs_2f_backup_prepares(keys):
     with pytest.raises(AuthError):  # the primary's own PREPARE does not count
         verify_prepared(keys["R3"], CONFIG, prepared(keys, 0, 1, (b"a",), backups=("R0", "R1")))
     good = prepared(keys, 0, 1, (b"a",))
-    forged_pp = PreparedProof(seal(keys["R1"], PrePrepare(0, 1, batch_digest((b"a",), ()), (b"a",), ())), good.prepares)
+    forged_pp = PreparedProof(quote_preprepare(seal(keys["R1"], PrePrepare(0, 1, batch_digest((b"a",), ()), (b"a",), ()))),
+                              good.prepares)
     with pytest.raises(AuthError):  # a pre-prepare not signed by the primary of its view
         verify_prepared(keys["R3"], CONFIG, forged_pp)
 
 
 def test_a_view_change_is_checked_against_its_window_and_view(keys):
     ok = view_change(keys, "R2", 1, stable=4, proofs=[prepared(keys, 0, 5, (b"a",))])
-    assert verify_view_change(keys["R1"], CONFIG, ok).prepared[5].requests == (b"a",)
+    assert verify_view_change(keys["R1"], CONFIG, ok).prepared[5].digest == batch_digest((b"a",), ())
     with pytest.raises(AuthError):  # a certificate at or below the sender's stable checkpoint
         verify_view_change(keys["R1"], CONFIG, view_change(keys, "R2", 1, stable=4, proofs=[prepared(keys, 0, 4, (b"a",))]))
     with pytest.raises(AuthError):  # a certificate of the view being changed to
@@ -70,7 +71,7 @@ def test_new_view_re_proposes_the_highest_view_certificate_and_fills_gaps(keys):
     checked = [verify_view_change(keys["R2"], CONFIG, p) for p in vcs]
     plan = plan_new_view(CONFIG, 2, checked)
     assert plan.min_s == 0
-    assert [(seq, reqs) for seq, reqs, _ in plan.entries] == [(1, (b"new",)), (2, ()), (3, (b"c",))]
+    assert list(plan.entries) == [(1, batch_digest((b"new",), ())), (2, NULL_DIGEST), (3, batch_digest((b"c",), ()))]
     pps = preprepares_for(2, plan)
     assert pps[1].digest == NULL_DIGEST
     nv = NewView(2, tuple(vcs), tuple(seal(keys["R2"], pp) for pp in pps))
@@ -96,7 +97,7 @@ def test_a_new_view_that_does_not_match_its_view_changes_is_rejected(keys, tampe
     if tamper == "drop-certified":
         pps = pps[:1]
     elif tamper == "null-for-certified":
-        pps[1] = seal(keys["R1"], PrePrepare(1, 2, NULL_DIGEST, (), ()))
+        pps[1] = seal(keys["R1"], PrePrepareHeader(1, 2, NULL_DIGEST))
     elif tamper == "too-few":
         vcs = vcs[:2]
     elif tamper == "wrong-signer":

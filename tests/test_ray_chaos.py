@@ -180,7 +180,7 @@ EFFECTS = {
     "corrupt-auth": (rejected,), "delay": (), "equivocate": (evidence,), "flood": (rejected,),
     "forge-decision": (), "forge-votes": (evidence, replaced), "future-view": (rejected,),
     "mute": (replaced,), "replay": (rejected,), "selective": (), "stale-view": (rejected, replaced),
-    "wrong-digest": (evidence, replaced), "wrong-result": (),
+    "wrong-digest": (rejected, replaced), "wrong-result": (),
 }
 REPLICA_BEHAVIOURS = sorted(set(CATALOGUE) - set(PARTICIPANT_CATALOGUE))
 

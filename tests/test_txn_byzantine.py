@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from dtm_ray.crypto import Envelope, generate_keys, seal_mac, seal_signed
+from dtm_ray.crypto import Envelope, generate_keys, seal_mac, seal_signed, signed_bytes
 from dtm_ray.faults import CATALOGUE, make_behaviour
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.messages import PrePrepare, batch_digest
@@ -47,7 +47,7 @@ def test_forge_votes_turns_decides_into_commits_signed_by_itself_with_a_valid_di
     outs = {d: fn(d, seal_signed(KEYS["R0"], pp))[0][1] for d in ("R1", "R2")}
     assert outs["R1"] == outs["R2"]  # the same forgery for everybody (not an equivocation)
     env, forged = opened(outs["R1"])
-    assert KEYS["R1"].verify("R0", env.body, env.auth)
+    assert KEYS["R1"].verify("R0", signed_bytes(forged, env.body), env.auth)
     decides = [decode(p, Decide) for p in forged.proposals]
     assert [(d.txn_id, d.commit) for d in decides] == [("t1", True), ("t2", True)]
     assert forged.digest == batch_digest(forged.requests, forged.proposals)

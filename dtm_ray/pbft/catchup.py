@@ -93,6 +93,7 @@ class CatchUp:
                 self._broadcast(self.my_view_change, after_persist=False)
             return
         self._ask_for_gap()
+        self._fetch_wanted()
         for seq in sorted(self.log.slots):
             slot = self.log.slots[seq]
             if seq <= self.executed or slot.pp is None or self.now - slot.accepted_ms < self.retransmit_ms:

@@ -84,11 +84,23 @@ class PbftConfig:
         if self.max_batch_bytes < self.max_request_bytes + REQUEST_OVERHEAD + BATCH_ITEM_OVERHEAD:
             raise ConfigError(f"max_batch_bytes ({self.max_batch_bytes}) must hold one request of "
                               f"max_request_bytes ({self.max_request_bytes}) with its envelope")
+        self._check_view_change_fits()
         if self.auth_scheme not in ("ed25519", "hmac"):
             raise ConfigError(f"auth_scheme must be 'ed25519' or 'hmac', got {self.auth_scheme!r}")
         if self.auth_scheme == "hmac" and n * MAC_LEN == SIG_LEN:
             raise ConfigError(f"auth_scheme 'hmac' needs n != {SIG_LEN // MAC_LEN}: an authenticator of "
                               f"{n} MACs is as long as a signature; use 'ed25519'")
+
+    def _check_view_change_fits(self) -> None:
+        """The largest NEW-VIEW this configuration can make must decode at every replica, or a
+        view change could never complete (``sizes``)."""
+        from dtm_ray.pbft.sizes import view_change_bytes
+
+        vc_bytes, nv_bytes = view_change_bytes(self)
+        if nv_bytes > MAX_FIELD_BYTES:
+            raise ConfigError(f"a NEW-VIEW of f = {self.f} with watermark_window = {self.watermark_window} can reach "
+                              f"{nv_bytes} bytes (a VIEW-CHANGE {vc_bytes}), above the decoder's limit of "
+                              f"{MAX_FIELD_BYTES}: use a smaller watermark_window")
 
     @property
     def n(self) -> int:

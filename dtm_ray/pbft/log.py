@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.messages import PrePrepare, PreparedProof
 
+# Batches kept per slot: one per view its pre-prepare was accepted in. The highest-view
+# certificate's batch is the one a NEW-VIEW re-proposes; older ones only serve peers that lag.
+BODIES_PER_SLOT = 3
+
 
 @dataclass(slots=True)
 class Slot:
@@ -28,20 +32,38 @@ class Slot:
     committed: bool = False  # committed-local (in any view: the batch is final)
     proof: PreparedProof | None = None  # highest-view prepared certificate
     proof_view: int = -1
+    proof_digest: bytes | None = None
     accepted_ms: int = 0  # when the pre-prepare was accepted (retransmission waits a while)
     my_prepare: bytes | None = None
     my_commit: bytes | None = None
     helped: dict[str, int] = field(default_factory=dict)  # peer -> when we last resent it our votes
     notified: set[str] = field(default_factory=set)  # peers we sent our pre-prepare to (a conflict)
+    # The batches of the pre-prepares accepted here, by digest, in any view: a certificate quotes
+    # only the header, so a NEW-VIEW that re-proposes a digest is completed from them (or, if we
+    # never had it, by asking the peers for the slot: ``wanted`` is the header waiting for it).
+    bodies: dict[bytes, tuple[tuple[bytes, ...], tuple[bytes, ...]]] = field(default_factory=dict)
+    wanted: bytes | None = None  # the quoted header of the current view whose batch we lack
 
     def accept(self, pp: PrePrepare, payload: bytes, now_ms: int) -> None:
         self.pp, self.pp_payload, self.held, self.accepted_ms = pp, payload, None, now_ms
+        self.wanted = None
+        self.bodies.pop(pp.digest, None)
+        self.bodies[pp.digest] = (pp.requests, pp.proposals)
+        if len(self.bodies) > BODIES_PER_SLOT:  # one per view it was accepted in: drop the oldest
+            old = next(d for d in self.bodies if d != self.proof_digest)  # never the certified one
+            del self.bodies[old]
+
+    def certify(self, proof: PreparedProof, view: int, digest: bytes) -> None:
+        self.proof, self.proof_view, self.proof_digest = proof, view, digest
+
+    def body(self, digest: bytes) -> tuple[tuple[bytes, ...], tuple[bytes, ...]] | None:
+        return self.bodies.get(digest)
 
     def enter_view(self) -> None:
         """Forget the votes of the old view. A committed batch keeps its pre-prepare (it will be
         re-proposed with the same digest); anything else must be re-proposed by the NEW-VIEW."""
         self.prepares, self.commits, self.notified = {}, {}, set()
-        self.prepared, self.held = False, None
+        self.prepared, self.held, self.wanted = False, None, None
         self.my_prepare = self.my_commit = None
         if not self.committed:
             self.pp = self.pp_payload = None

@@ -46,11 +46,30 @@ class Reply(Message, tag=11):
 
 
 class PrePrepare(Message, tag=12):
+    """The primary's proposal of a batch for ``seq``. Its signature covers the header alone
+    (``signed_part``): the batch is bound to it by ``digest``, as in PBFT, where the requests
+    travel beside the signed ``<PRE-PREPARE, v, n, d>``. A certificate then quotes the header
+    (``quote_preprepare``, ~150 bytes) instead of a batch of up to ``max_batch_bytes``, so a
+    VIEW-CHANGE or NEW-VIEW stays small whatever the batches hold; the batches themselves are
+    fetched by seq and digest when a replica lacks one. A batch that does not match its digest is
+    not the primary's statement (anybody could have attached it), so it is refused, not evidence."""
+
     view: int
     seq: int
     digest: bytes  # batch_digest(requests, proposals)
     requests: tuple[bytes, ...]  # sealed client Request envelopes, verifiable by every backup
     proposals: tuple[bytes, ...]  # App proposals (e.g. DECIDE), checked with validate_proposal
+
+    def signed_part(self) -> "PrePrepareHeader":
+        return PrePrepareHeader(self.view, self.seq, self.digest)
+
+
+class PrePrepareHeader(Message, tag=28):
+    """What a primary signs for a PRE-PREPARE; quoted alone in certificates and NEW-VIEWs."""
+
+    view: int
+    seq: int
+    digest: bytes
 
 
 class Prepare(Message, tag=13):
@@ -75,8 +94,8 @@ class Checkpoint(Message, tag=15):
 
 
 class PreparedProof(Message, tag=16):
-    """A prepared certificate: the primary's signed PRE-PREPARE and 2f signed matching PREPAREs
-    from distinct backups."""
+    """A prepared certificate: the primary's signed PRE-PREPARE header (``quote_preprepare``) and
+    2f signed matching PREPAREs from distinct backups. Its size does not depend on the batch."""
 
     preprepare: bytes
     prepares: tuple[bytes, ...]
@@ -92,7 +111,7 @@ class ViewChange(Message, tag=17):
 class NewView(Message, tag=18):
     view: int
     view_changes: tuple[bytes, ...]  # 2f+1 signed VIEW-CHANGEs for ``view``
-    preprepares: tuple[bytes, ...]  # signed PRE-PREPAREs of ``view`` for every seq re-proposed
+    preprepares: tuple[bytes, ...]  # signed PRE-PREPARE headers of ``view`` for every seq re-proposed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,8 +171,33 @@ REPLICA_MESSAGES = (PrePrepare, Prepare, Commit, Checkpoint, ViewChange, NewView
 
 
 def seal(keys: KeyRing, msg: object) -> bytes:
-    """A signed envelope (replica protocol messages)."""
+    """A signed envelope (replica protocol messages; a PRE-PREPARE signs its header)."""
     return seal_signed(keys, msg)
+
+
+def quote_preprepare(payload: bytes) -> bytes:
+    """The signed header of a sealed PRE-PREPARE, as its own envelope: the same signature, so it
+    verifies as a ``PrePrepareHeader`` signed by the primary. Raises ``DecodeError``."""
+    env = decode(payload, Envelope)
+    header = decode(env.body, PrePrepare).signed_part()
+    return encode(Envelope(env.sender, encode(header), env.auth))
+
+
+def assemble_preprepare(quote: bytes, requests: tuple[bytes, ...], proposals: tuple[bytes, ...]
+                        ) -> tuple[PrePrepare, bytes]:
+    """The full PRE-PREPARE of a quoted header and a batch with its digest: the header's
+    signature covers it, so it verifies at anyone exactly as the primary's own would."""
+    env = decode(quote, Envelope)
+    h = decode(env.body, PrePrepareHeader)
+    if batch_digest(requests, proposals) != h.digest:
+        raise AuthError(f"batch does not match the digest of seq {h.seq}")
+    pp = PrePrepare(h.view, h.seq, h.digest, tuple(requests), tuple(proposals))
+    return pp, encode(Envelope(env.sender, encode(pp), env.auth))
+
+
+def header_view(quote: bytes) -> PrePrepareHeader:
+    """The header of an already verified quote."""
+    return decode(decode(quote, Envelope).body, PrePrepareHeader)
 
 
 def open_certified(keys: KeyRing, payload: bytes, expected: type, signer: str | None = None):

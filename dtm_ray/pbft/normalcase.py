@@ -23,7 +23,7 @@ from dtm_ray.pbft.config import batch_item_bytes
 from dtm_ray.pbft.events import Executed
 from dtm_ray.pbft.log import Slot
 from dtm_ray.pbft.stability import ClientEntry
-from dtm_ray.pbft.messages import Commit, Prepare, PrePrepare, PreparedProof, Request, batch_digest
+from dtm_ray.pbft.messages import Commit, Prepare, PrePrepare, PreparedProof, Request, batch_digest, quote_preprepare
 from dtm_ray.wire import decode, encode
 
 
@@ -165,8 +165,13 @@ class NormalCase:
                 self._help_lagging(sender, slot)
             return
         if batch_digest(pp.requests, pp.proposals) != pp.digest:
-            self._evidence(sender, "wrong-digest", (payload,))
-            self._start_view_change(self.view + 1)
+            # The signature covers the header only: a batch that does not match it may have been
+            # attached by anybody, so it proves nothing against the primary. Refused; if the
+            # primary never sends the right one, the timers replace it.
+            self._reject(sender, f"pre-prepare {pp.seq}: the batch does not match its digest")
+            return
+        if self._wanted_matches(slot, pp):  # the batch of a seq the NEW-VIEW re-proposed
+            self._adopt_reproposal(slot, pp, payload)
             return
         verdict, reason, unverified = self._check_batch(pp)
         if verdict is Verdict.REJECT:
@@ -270,8 +275,7 @@ class NormalCase:
         if len(prepares) < quorum.strong(self.config.f) - 1:
             return
         slot.prepared = True
-        slot.proof = PreparedProof(slot.pp_payload, tuple(prepares))
-        slot.proof_view = slot.pp.view
+        slot.certify(PreparedProof(quote_preprepare(slot.pp_payload), tuple(prepares)), slot.pp.view, slot.pp.digest)
         self._out.write(persist.slot_key(persist.PROOF_PREFIX, slot.seq), encode(slot.proof))
         self._send_commit(slot)
         self._check_committed(slot)

@@ -13,7 +13,7 @@ from dtm_ray.crypto import Envelope
 from dtm_ray.node import Storage
 from dtm_ray.pbft import persist
 from dtm_ray.pbft.messages import (Checkpoint, EvidenceRecord, PrePrepare, PreparedProof, ReplicaState,
-                                   StableRecord, seal, state_digest)
+                                   StableRecord, header_view, seal, state_digest)
 from dtm_ray.pbft.stability import ClientEntry, Stable
 from dtm_ray.wire import decode
 
@@ -49,8 +49,9 @@ class Recovery:
         for key, raw in storage.items(persist.PROOF_PREFIX):
             slot = self.log.get(persist.seq_of(persist.PROOF_PREFIX, key))
             if slot is not None:
-                slot.proof = decode(raw, PreparedProof)
-                slot.proof_view = decode(decode(slot.proof.preprepare, Envelope).body, PrePrepare).view
+                proof = decode(raw, PreparedProof)
+                header = header_view(proof.preprepare)
+                slot.certify(proof, header.view, header.digest)
         for key, digest in storage.items(persist.COMMIT_PREFIX):
             slot = self.log.get(persist.seq_of(persist.COMMIT_PREFIX, key))
             if slot is not None and slot.pp is not None and slot.pp.digest == digest:

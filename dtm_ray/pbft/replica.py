@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from dtm_ray.crypto import Envelope, KeyRing, open_envelope, seal_mac
+from dtm_ray.crypto import Envelope, KeyRing, open_envelope, seal_mac, signed_bytes
 from dtm_ray.errors import AuthError, ConfigError, RemoteProtocolError
 from dtm_ray.node import Outbox, Ready, Storage
 from dtm_ray.pbft import persist
@@ -164,7 +164,7 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
             return
         if sender not in self.peers:
             raise AuthError(f"{type(body).__name__} from {sender!r}, not a peer replica")
-        if not self.keys.verify(sender, env.body, env.auth):
+        if not self.keys.verify(sender, signed_bytes(body, env.body), env.auth):
             raise AuthError(f"bad signature on {type(body).__name__} from {sender!r}")
         if isinstance(body, PrePrepare):
             self._on_preprepare(sender, body, payload)

@@ -21,7 +21,7 @@ import struct
 
 from dtm_ray.crypto import KeyRing
 from dtm_ray.node import Outbox, Storage
-from dtm_ray.pbft.messages import Commit, PrePrepare, Prepare, ViewChange, seal
+from dtm_ray.pbft.messages import Commit, PrePrepare, PrePrepareHeader, Prepare, ViewChange, seal
 
 FLOOR_KEY = b"s/floor"
 VOTE_PREFIX = b"s/vote/"
@@ -58,6 +58,11 @@ class SafetyRules:
     # -- signing -------------------------------------------------------------------------------
     def sign_preprepare(self, pp: PrePrepare) -> bytes | None:
         return self._sign_vote(pp.view, pp.seq, pp.digest, pp)
+
+    def sign_preprepare_header(self, header: PrePrepareHeader) -> bytes | None:
+        """The header alone (a NEW-VIEW's re-proposal): the same signature as the full
+        PRE-PREPARE of any batch with that digest."""
+        return self._sign_vote(header.view, header.seq, header.digest, header)
 
     def sign_prepare(self, view: int, seq: int, digest: bytes) -> bytes | None:
         return self._sign_vote(view, seq, digest, Prepare(view, seq, digest))

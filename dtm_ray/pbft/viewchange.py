@@ -8,6 +8,12 @@ certificate, or a null batch where there is none. Every backup recomputes that s
 VIEW-CHANGEs included in the NEW-VIEW; a NEW-VIEW that does not match is signed evidence against
 its primary.
 
+Sizes: a certificate quotes the PRE-PREPARE's signed header, not its batch, so a VIEW-CHANGE is at
+most ``watermark_window`` certificates of 2f+1 small signed messages and a NEW-VIEW 2f+1 of those
+plus one signed header per re-proposed seq, whatever the batches hold (``view_change_bound``,
+checked against the decoder's limit by the config). The batches are completed from what each
+replica accepted before, or fetched by seq (``views``).
+
 Why this is safe: a batch committed at some correct replica was prepared at ``2f+1`` replicas,
 ``f+1`` of them correct, and any ``2f+1`` VIEW-CHANGEs include one of those; no certificate for
 another batch at that seq can carry a higher view, since correct replicas prepared nothing else.
@@ -22,8 +28,8 @@ from dtm_ray.errors import AuthError, RemoteProtocolError
 from dtm_ray.pbft import checkpoint, quorum
 from dtm_ray.pbft.certcache import VerifiedCertificates
 from dtm_ray.pbft.config import PbftConfig
-from dtm_ray.pbft.messages import (Checkpoint, NewView, PrePrepare, Prepare, PreparedProof, ViewChange,
-                                   batch_digest, open_certified)
+from dtm_ray.pbft.messages import (NULL_DIGEST, Checkpoint, NewView, PrePrepareHeader, Prepare, PreparedProof,
+                                   ViewChange, header_view, open_certified)
 from dtm_ray.wire import decode, encode
 
 
@@ -32,7 +38,7 @@ class CheckedViewChange:
     sender: str
     vc: ViewChange
     payload: bytes  # the signed envelope, to put into a NEW-VIEW
-    prepared: dict[int, PrePrepare]  # seq -> the certified pre-prepare
+    prepared: dict[int, PrePrepareHeader]  # seq -> the certified pre-prepare's header
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +47,7 @@ class NewViewPlan:
     min_s: int  # the stable checkpoint the new view starts from
     min_proof: tuple[bytes, ...]
     min_digest: bytes | None  # None for seq 0
-    entries: tuple[tuple[int, tuple[bytes, ...], tuple[bytes, ...]], ...]  # (seq, requests, proposals)
+    entries: tuple[tuple[int, bytes], ...]  # (seq, digest) re-proposed: a certified batch's or NULL_DIGEST
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,15 +55,15 @@ class NewViewPlan:
 
 
 def verify_prepared(keys: KeyRing, config: PbftConfig, proof: PreparedProof,
-                    cache: VerifiedCertificates | None = None) -> PrePrepare:
-    """The pre-prepare of a prepared certificate, or ``RemoteProtocolError``: signed by the
-    primary of its view, digest matching its batch, and 2f matching PREPAREs from distinct
-    backups. With ``cache``, a certificate verified before costs a decode, no signature."""
+                    cache: VerifiedCertificates | None = None) -> PrePrepareHeader:
+    """The pre-prepare header of a prepared certificate, or ``RemoteProtocolError``: signed by
+    the primary of its view, and 2f matching PREPAREs from distinct backups. With ``cache``, a
+    certificate verified before costs a decode, no signature."""
     if cache is None:
         return _verify_prepared(keys, config, proof)
     key = certificate_key(proof)
     if cache.known(key):
-        return decode(decode(proof.preprepare, Envelope).body, PrePrepare)
+        return header_view(proof.preprepare)
     pp = _verify_prepared(keys, config, proof)
     cache.remember(key)
     return pp
@@ -68,12 +74,10 @@ def certificate_key(proof: PreparedProof) -> bytes:
     return VerifiedCertificates.key(b"prepared", encode(proof))
 
 
-def _verify_prepared(keys: KeyRing, config: PbftConfig, proof: PreparedProof) -> PrePrepare:
-    sender, pp = open_certified(keys, proof.preprepare, PrePrepare)
+def _verify_prepared(keys: KeyRing, config: PbftConfig, proof: PreparedProof) -> PrePrepareHeader:
+    sender, pp = open_certified(keys, proof.preprepare, PrePrepareHeader)
     if sender != config.primary(pp.view):
         raise AuthError(f"pre-prepare of view {pp.view} signed by {sender!r}, not its primary")
-    if batch_digest(pp.requests, pp.proposals) != pp.digest:
-        raise AuthError(f"pre-prepare {pp.seq} digest does not match its batch")
     backups = set()
     for payload in proof.prepares:
         who, p = open_certified(keys, payload, Prepare)
@@ -117,7 +121,7 @@ def verify_view_change(keys: KeyRing, config: PbftConfig, payload: bytes,
     if sender not in config.replicas:
         raise AuthError(f"view change signed by non-replica {sender!r}")
     verify_checkpoint_proof(keys, config, vc.stable_seq, vc.checkpoint_proof, cache)
-    prepared: dict[int, PrePrepare] = {}
+    prepared: dict[int, PrePrepareHeader] = {}
     for proof in vc.prepared:
         pp = verify_prepared(keys, config, proof, cache)
         if pp.view >= vc.new_view:
@@ -138,7 +142,7 @@ def plan_new_view(config: PbftConfig, view: int, vcs: list[CheckedViewChange]) -
     """What the primary of ``view`` must re-propose, given 2f+1 checked VIEW-CHANGEs."""
     base = max(vcs, key=lambda c: (c.vc.stable_seq, c.sender))
     min_s = base.vc.stable_seq
-    best: dict[int, PrePrepare] = {}
+    best: dict[int, PrePrepareHeader] = {}
     for c in vcs:
         for seq, pp in c.prepared.items():
             if seq > min_s and (seq not in best or pp.view > best[seq].view):
@@ -147,7 +151,7 @@ def plan_new_view(config: PbftConfig, view: int, vcs: list[CheckedViewChange]) -
     entries = []
     for seq in range(min_s + 1, max_s + 1):
         pp = best.get(seq)
-        entries.append((seq, pp.requests, pp.proposals) if pp else (seq, (), ()))
+        entries.append((seq, pp.digest if pp else NULL_DIGEST))
     digest = None
     if min_s:
         digest = open_certified_digest(base.vc.checkpoint_proof)
@@ -159,8 +163,9 @@ def open_certified_digest(proof: tuple[bytes, ...]) -> bytes:
     return decode(decode(proof[0], Envelope).body, Checkpoint).state_digest
 
 
-def preprepares_for(view: int, plan: NewViewPlan) -> list[PrePrepare]:
-    return [PrePrepare(view, seq, batch_digest(reqs, props), reqs, props) for seq, reqs, props in plan.entries]
+def preprepares_for(view: int, plan: NewViewPlan) -> list[PrePrepareHeader]:
+    """The headers the primary of ``view`` signs, one per re-proposed seq."""
+    return [PrePrepareHeader(view, seq, digest) for seq, digest in plan.entries]
 
 
 def check_view_changes(keys: KeyRing, config: PbftConfig, view: int, payloads: tuple[bytes, ...],
@@ -178,7 +183,7 @@ def check_view_changes(keys: KeyRing, config: PbftConfig, view: int, payloads: t
 
 def verify_new_view(keys: KeyRing, config: PbftConfig, sender: str, nv: NewView,
                     cache: VerifiedCertificates | None = None
-                    ) -> tuple[NewViewPlan, list[tuple[PrePrepare, bytes]]]:
+                    ) -> tuple[NewViewPlan, list[tuple[PrePrepareHeader, bytes]]]:
     """Recompute the NEW-VIEW from its VIEW-CHANGEs; ``AuthError`` if anything differs.
 
     The caller has checked the NEW-VIEW's own signature, so every failure here is provable
@@ -191,7 +196,7 @@ def verify_new_view(keys: KeyRing, config: PbftConfig, sender: str, nv: NewView,
         raise AuthError(f"NEW-VIEW re-proposes {len(nv.preprepares)} slots, expected {len(expected)}")
     out = []
     for payload, want in zip(nv.preprepares, expected):
-        _, pp = open_certified(keys, payload, PrePrepare, signer=sender)
+        _, pp = open_certified(keys, payload, PrePrepareHeader, signer=sender)
         if pp != want:
             raise AuthError(f"NEW-VIEW pre-prepare for seq {want.seq} differs from the recomputed one")
         out.append((pp, payload))

@@ -18,13 +18,15 @@ Shared state it owns (``_init_views``): ``view``, ``view_changing``, ``vc_target
 
 from __future__ import annotations
 
-from dtm_ray.crypto import Envelope
+from dtm_ray.crypto import Envelope, seal_mac
 from dtm_ray.errors import RemoteProtocolError
 from dtm_ray.pbft import persist, quorum
 from dtm_ray.pbft.certcache import VerifiedCertificates
 from dtm_ray.pbft.config import batch_item_bytes
 from dtm_ray.pbft.events import ViewChanged
-from dtm_ray.pbft.messages import NewView, PrePrepare, Request, ViewChange, seal
+from dtm_ray.pbft.log import Slot
+from dtm_ray.pbft.messages import (NULL_DIGEST, NewView, PrePrepare, PrePrepareHeader, Request, SlotRequest, ViewChange,
+                                   assemble_preprepare, header_view, quote_preprepare, seal)
 from dtm_ray.pbft.viewchange import (CheckedViewChange, NewViewPlan, certificate_key, plan_new_view,
                                      preprepares_for, verify_new_view, verify_view_change)
 from dtm_ray.wire import decode
@@ -146,8 +148,8 @@ class ViewChanges:
         self.vc_deadline = None
         self.vc_attempts += 1
         self._broadcast(payload)
-        certified = {decode(decode(p.preprepare, Envelope).body, PrePrepare) for p in prepared}
-        self.view_changes[self.id] = CheckedViewChange(self.id, vc, payload, {pp.seq: pp for pp in certified})
+        certified = (header_view(p.preprepare) for p in prepared)
+        self.view_changes[self.id] = CheckedViewChange(self.id, vc, payload, {h.seq: h for h in certified})
         self._arm_view_change_timer()
         self._try_new_view()
 
@@ -191,10 +193,12 @@ class ViewChanges:
         """A certified pre-prepare that contradicts the one we accepted for the same (view, seq)
         proves that its primary equivocated."""
         for proof in checked.vc.prepared:
-            pp = decode(decode(proof.preprepare, Envelope).body, PrePrepare)
+            pp = header_view(proof.preprepare)
             slot = self.log.get(pp.seq)
             if slot is not None and slot.pp is not None and slot.pp.view == pp.view and slot.pp.digest != pp.digest:
-                self._evidence(self.config.primary(pp.view), "equivocation", (slot.pp_payload, proof.preprepare))
+                # two headers the primary signed for one (view, seq): small, and proof on their own
+                self._evidence(self.config.primary(pp.view), "equivocation",
+                               (quote_preprepare(slot.pp_payload), proof.preprepare))
 
     def _try_new_view(self) -> None:
         view = self.vc_target
@@ -205,11 +209,11 @@ class ViewChanges:
             return
         plan = plan_new_view(self.config, view, vcs)
         preprepares = []
-        for pp in preprepares_for(view, plan):
-            payload = self.safety.sign_preprepare(pp)
+        for header in preprepares_for(view, plan):
+            payload = self.safety.sign_preprepare_header(header)
             if payload is None:
                 return
-            preprepares.append((pp, payload))
+            preprepares.append((header, payload))
         nv = NewView(view, tuple(c.payload for c in vcs), tuple(p for _, p in preprepares))
         self.new_view_payload = seal(self.keys, nv)
         self._broadcast(self.new_view_payload)
@@ -228,7 +232,7 @@ class ViewChanges:
         self.new_view_payload = payload
         self._enter_view(plan, preprepares)
 
-    def _enter_view(self, plan: NewViewPlan, preprepares: list[tuple[PrePrepare, bytes]]) -> None:
+    def _enter_view(self, plan: NewViewPlan, headers: list[tuple[PrePrepareHeader, bytes]]) -> None:
         view = plan.view
         self.safety.raise_floor(view)
         self.view, self.view_changing, self.vc_target = view, False, view
@@ -244,21 +248,58 @@ class ViewChanges:
             slot.enter_view()
         self.inflight.clear()
         self.inflight_proposals.clear()
-        for pp, payload in preprepares:
-            if self.log.in_window(pp.seq):
-                self._accept_preprepare(self.log.slot(pp.seq), pp, payload)
-                self.inflight.update(self._request_keys(pp))
-                self.inflight_proposals.update(pp.proposals)
+        for header, quote in headers:
+            if self.log.in_window(header.seq):
+                self._complete_reproposal(self.log.slot(header.seq), header, quote)
         self.queued = {k: p for k, p in self.pending.items() if k not in self.inflight}
         self.queued_bytes = sum(map(batch_item_bytes, self.queued.values()))
         self._proposals_stale = True  # the proposals in flight changed
-        self.next_seq = max([plan.min_s, self.executed, self.log.low] + [pp.seq for pp, _ in preprepares]) + 1
+        self.next_seq = max([plan.min_s, self.executed, self.log.low] + [h.seq for h, _ in headers]) + 1
         self.view_started_ms = self.now  # a fresh timer for the new primary
         self.batch_started = None
         for key, payload in self.pending.items():  # make sure the new primary has them
             if not self.is_primary and key not in self.inflight:
                 self._out.send(self.primary, payload, after_persist=False)
         self._out.output(ViewChanged(self.id, view))
+
+    # -----------------------------------------------------------------------------------------
+    # Re-proposed batches: the NEW-VIEW names them by digest
+
+    def _complete_reproposal(self, slot: Slot, header: PrePrepareHeader, quote: bytes) -> None:
+        """Accept a re-proposed seq of the new view with its batch: one this replica accepted
+        before (any view), the null batch, or, lacking both, ask every peer for the slot. A
+        replica that has the batch completes the same signed PRE-PREPARE and serves it
+        (``_on_slot_request``). Somebody correct has it: a certificate is 2f+1 signatures (the
+        primary's header, 2f PREPAREs), so f+1 of its signers are correct, and a correct replica
+        signs only for a batch it accepted (and keeps: ``log.BODIES_PER_SLOT``)."""
+        body = ((), ()) if header.digest == NULL_DIGEST else slot.body(header.digest)
+        if body is None:
+            slot.wanted = quote
+            self._fetch_slot(slot.seq)
+            return
+        pp, payload = assemble_preprepare(quote, *body)
+        self._adopt_reproposal(slot, pp, payload)
+
+    def _adopt_reproposal(self, slot: Slot, pp: PrePrepare, payload: bytes) -> None:
+        self._accept_preprepare(slot, pp, payload)
+        self.inflight.update(self._request_keys(pp))
+        self.inflight_proposals.update(pp.proposals)
+
+    def _wanted_matches(self, slot: Slot, pp: PrePrepare) -> bool:
+        if slot.wanted is None:
+            return False
+        header = header_view(slot.wanted)
+        return (header.view, header.digest) == (pp.view, pp.digest)
+
+    def _fetch_slot(self, seq: int) -> None:
+        for r in self.peers:
+            self._out.send(r, seal_mac(self.keys, r, SlotRequest(seq)), after_persist=False)
+
+    def _fetch_wanted(self) -> None:
+        """Retransmission: ask again for the batches of re-proposed seqs we still lack."""
+        for seq, slot in sorted(self.log.slots.items()):
+            if slot.wanted is not None:
+                self._fetch_slot(seq)
 
     @staticmethod
     def _request_keys(pp: PrePrepare) -> list[tuple[str, int]]:

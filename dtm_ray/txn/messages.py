@@ -21,8 +21,33 @@ through the same strict decoder as the network.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
 from dtm_ray.txn.ops import Op
-from dtm_ray.wire import Message, Value
+from dtm_ray.wire import MAX_FIELD_BYTES, Message, Value, encode
+
+# The most bytes of items one PrepareBatch, DecisionBatch or AckBatch carries: a quarter of the
+# decoder's limit, so that however many transactions a flush holds, every batch decodes.
+OUTGOING_BATCH_BYTES = MAX_FIELD_BYTES // 4
+
+_Item = TypeVar("_Item")
+
+
+def pieces(items: Iterable[_Item], budget: int = OUTGOING_BATCH_BYTES) -> Iterator[tuple[_Item, ...]]:
+    """``items`` in order, cut into runs of at most ``budget`` encoded bytes (an item larger than
+    that travels alone; admission bounds items far below it)."""
+    run: list[_Item] = []
+    size = 0
+    for item in items:
+        cost = len(encode(item))
+        if run and size + cost > budget:
+            yield tuple(run)
+            run, size = [], 0
+        run.append(item)
+        size += cost
+    if run:
+        yield tuple(run)
 
 # ---------------------------------------------------------------------------------------------
 # Client -> replicas (inside a PBFT Request)
