@@ -183,3 +183,52 @@ def test_outgoing_batches_to_participants_are_cut_by_bytes():
 
     assert len(runs) > 40 and [i for run in runs for i in run] == items
     assert all(sum(len(encode(i)) for i in run) <= 64 * 1024 for run in runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# A re-proposed batch a replica never had is fetched by seq, and adopted only if it matches
+
+
+def test_a_replica_lacking_a_re_proposed_batch_asks_its_peers_and_adopts_only_the_matching_one():
+    from dtm_ray.pbft.kvapp import KvApp, put
+    from dtm_ray.pbft.messages import Request, SlotRequest, assemble_preprepare, seal_request
+    from dtm_ray.pbft.replica import Replica
+    from dtm_ray.storage import MemoryStorage
+
+    config = PbftConfig(("R0", "R1", "R2", "R3"), 1, checkpoint_interval=4, watermark_window=8,
+                        clients=frozenset({"c0"}))
+    keys = generate_keys(["R0", "R1", "R2", "R3", "c0"], seed=9)
+    request = seal_request(keys["c0"], config.replicas, "hmac", Request("c0", 1, put("k", "v")))
+    batch = ((request,), ())
+    cert = _certificate(keys, config, 0, 1, batch[0])  # prepared in view 0 by R0 (primary), R1, R2
+    vcs = tuple(seal(keys[r], ViewChange(1, 0, (), (cert,) if r != "R3" else ())) for r in ("R0", "R2", "R3"))
+    cache = VerifiedCertificates()
+    plan = plan_new_view(config, 1, [verify_view_change(keys["R1"], config, p, cache) for p in vcs])
+    headers = tuple(seal(keys["R1"], h) for h in preprepares_for(1, plan))  # R1 is the primary of view 1
+    r2 = Replica("R2", config, keys["R2"], KvApp(), MemoryStorage())  # never saw the batch
+    r2.tick(1)
+    r2.take_ready()
+    r2.receive("R1", seal(keys["R1"], NewView(1, vcs, headers)))
+    ready = r2.take_ready()
+    assert r2.view == 1 and r2.log.get(1).wanted is not None and r2.log.get(1).pp is None
+    asked = {dest for dest, payload in ready.send_now + ready.send_after_persist
+             if isinstance(decode(decode(payload, Envelope).body), SlotRequest)}
+    assert asked == {"R0", "R1", "R3"}
+    # a peer that has it serves the full PRE-PREPARE: the header's signature covers any batch
+    # with its digest, and only that one
+    forged = PrePrepare(1, 1, plan.entries[0][1], (), ())  # right digest, wrong batch
+    r2.receive("R3", encode_envelope(keys["R1"], forged, headers[0]))
+    assert r2.log.get(1).pp is None  # refused: the batch does not match the digest
+    _, served = assemble_preprepare(headers[0], *batch)
+    r2.receive("R3", served)
+    slot = r2.log.get(1)
+    assert slot.pp is not None and slot.pp.requests == batch[0] and slot.wanted is None
+    votes = [decode(decode(p, Envelope).body) for _, p in r2.take_ready().send_after_persist]
+    assert any(isinstance(v, Prepare) and v.view == 1 and v.seq == 1 for v in votes)  # it votes in view 1
+
+
+def encode_envelope(keys, pp: PrePrepare, header_quote: bytes) -> bytes:
+    """``pp`` under the signature of ``header_quote`` (what a relaying peer could attach)."""
+    from dtm_ray.wire import encode
+
+    return encode(Envelope(keys.me, encode(pp), decode(header_quote, Envelope).auth))
