@@ -26,7 +26,7 @@ from dtm_ray.pbft.sizes import view_change_bytes
 from dtm_ray.pbft.viewchange import plan_new_view, preprepares_for, verify_new_view, verify_view_change
 from dtm_ray.pbft.events import ViewChanged
 from dtm_ray.sim.txn_world import build_txn_world
-from dtm_ray.txn.messages import OUTGOING_BATCH_BYTES, PrepareItem, pieces
+from dtm_ray.txn.messages import OUTGOING_BATCH_BYTES, PrepareBatch, PrepareItem, fitting_batches
 from dtm_ray.txn.ops import Op
 from dtm_ray.wire import MAX_FIELD_BYTES, decode
 from dtm_ray.crypto import Envelope
@@ -177,12 +177,13 @@ def test_two_thousand_clients_and_a_primary_crash_mid_load_every_transaction_ans
 
 
 def test_outgoing_batches_to_participants_are_cut_by_bytes():
-    items = [PrepareItem(f"t{i}", i, (Op.put("db-0", f"k{i}", "v" * 1_000),)) for i in range(3_000)]
-    runs = list(pieces(items, 64 * 1024))
     from dtm_ray.wire import encode
 
-    assert len(runs) > 40 and [i for run in runs for i in run] == items
-    assert all(sum(len(encode(i)) for i in run) <= 64 * 1024 for run in runs)
+    items = [PrepareItem(f"t{i}", i, (Op.put("db-0", f"k{i}", "v" * 1_000),)) for i in range(3_000)]
+    batches = fitting_batches(PrepareBatch, items, 64 * 1024)
+    assert len(batches) > 40 and [i for b in batches for i in b.items] == items
+    assert all(len(encode(b)) <= 64 * 1024 for b in batches)
+    assert fitting_batches(PrepareBatch, items[:10], 64 * 1024) == [PrepareBatch(tuple(items[:10]))]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from dtm_ray.txn.delivery import Delivery
 from dtm_ray.txn.early_votes import EarlyVotes
 from dtm_ray.txn.events import Decided, Final, Ordered, PreparesSent
 from dtm_ray.txn.evidence import VoteBatches, contradictions, proven_votes
-from dtm_ray.txn.messages import (AckBatch, pieces, CoordinatorState, Decide, DecideBatch, DecidedTxn, DecisionBatch,
+from dtm_ray.txn.messages import (AckBatch, fitting_batches, CoordinatorState, Decide, DecideBatch, DecidedTxn, DecisionBatch,
                                   Forget, PendingTxn, PrepareBatch, PrepareItem, Query, Slot,
                                   TxnRequest, Vote, VoteBatch)
 from dtm_ray.txn.ops import OPS_OF_KIND, TxnResult, txn_id_of
@@ -446,11 +446,11 @@ class CoordinatorApp:
     def take_messages(self) -> list[Outgoing]:
         out: list[Outgoing] = []
         for participant, items in sorted(self._prepare_out.items()):
-            for piece in pieces(items.values()):
-                out.append((participant, seal_mac(self.keys, participant, PrepareBatch(piece))))
+            for batch in fitting_batches(PrepareBatch, list(items.values())):
+                out.append((participant, seal_mac(self.keys, participant, batch)))
         for participant, decisions in sorted(self._delivery.outbox.items()):
-            for piece in pieces(decisions.values()):
-                out.append((participant, seal_mac(self.keys, participant, DecisionBatch(piece))))
+            for batch in fitting_batches(DecisionBatch, list(decisions.values())):
+                out.append((participant, seal_mac(self.keys, participant, batch)))
         self._prepare_out.clear()
         self._delivery.outbox.clear()
         return out

@@ -21,7 +21,7 @@ through the same strict decoder as the network.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Sequence
 from typing import TypeVar
 
 from dtm_ray.txn.ops import Op
@@ -34,23 +34,15 @@ OUTGOING_BATCH_BYTES = MAX_FIELD_BYTES // 4
 _Item = TypeVar("_Item")
 
 
-def pieces(items: Iterable[_Item], budget: int = OUTGOING_BATCH_BYTES) -> Iterator[tuple[_Item, ...]]:
-    """``items`` in order, cut into runs of at most ``budget`` encoded bytes (an item larger than
-    that travels alone; admission bounds items far below it)."""
-    run: list[_Item] = []
-    size = 0
-    for item in items:
-        cost = len(encode(item))
-        if run and size + cost > budget:
-            yield tuple(run)
-            run, size = [], 0
-        run.append(item)
-        size += cost
-    if run:
-        yield tuple(run)
-
-# ---------------------------------------------------------------------------------------------
-# Client -> replicas (inside a PBFT Request)
+def fitting_batches(batch_class, items: Sequence[_Item], budget: int = OUTGOING_BATCH_BYTES) -> list:
+    """``batch_class(items)`` if it encodes within ``budget`` bytes, else the items cut in halves
+    until every batch does (a single item larger than that travels alone; admission bounds items
+    far below it). One encode of the batch in the usual case, not one per item."""
+    batch = batch_class(tuple(items))
+    if len(items) <= 1 or len(encode(batch)) <= budget:
+        return [batch]
+    half = len(items) // 2
+    return fitting_batches(batch_class, items[:half], budget) + fitting_batches(batch_class, items[half:], budget)
 
 
 class TxnRequest(Message, tag=41):

@@ -34,7 +34,7 @@ from dtm_ray.txn.config import TxnConfig
 from dtm_ray.txn.engine import make_data
 from dtm_ray.txn.events import Applied, Voted
 from dtm_ray.txn.locks import LockTable
-from dtm_ray.txn.messages import (AckBatch, pieces, Cell, DecisionBatch, DecisionItem, EarlyDecision, PrepareBatch,
+from dtm_ray.txn.messages import (AckBatch, fitting_batches, Cell, DecisionBatch, DecisionItem, EarlyDecision, PrepareBatch,
                                   PreparedRecord, PrepareItem, Query, Vote, VoteBatch)
 from dtm_ray.txn.quorum import Claims
 from dtm_ray.wire import decode, encode
@@ -166,8 +166,8 @@ class Participant:
             self._votes_out.clear()
             self._vote_dests.clear()
         for dest, items in sorted(self._acks_out.items()):
-            for piece in pieces(items.values()):
-                self._out.send(dest, seal_mac(self.keys, dest, AckBatch(piece)))
+            for batch in fitting_batches(AckBatch, list(items.values())):
+                self._out.send(dest, seal_mac(self.keys, dest, batch))
         self._acks_out.clear()
         return self._out.take()
 
