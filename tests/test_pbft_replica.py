@@ -231,6 +231,9 @@ def test_equivocating_preprepares_become_evidence_and_a_view_change():
     assert [(e.accused, e.kind) for e in evidence] == [("R0", "equivocation")]
     first, second = (body(p) for p in evidence[0].proof)
     assert (first.view, first.seq) == (second.view, second.seq) and first.digest != second.digest
+    for proof in evidence[0].proof:  # two signed headers: small, and each verifiable by anybody
+        env = decode(proof, Envelope)
+        assert len(proof) < 300 and env.sender == "R0" and h.keys["R3"].verify("R0", env.body, env.auth)
     assert h.replica("R1").status()["evidence"] == {"R0": 1}
     assert h.replica("R1").view_changing
     h.run_until(lambda: len(h.results()) == 1, max_ms=5_000)  # the request still executes

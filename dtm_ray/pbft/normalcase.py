@@ -158,8 +158,8 @@ class NormalCase:
         slot = self.log.slot(pp.seq)
         known = self._known_preprepare(slot, pp.view)
         if known is not None:
-            if known[0].digest != pp.digest:
-                self._evidence(sender, "equivocation", (known[1], payload))
+            if known[0].digest != pp.digest:  # two signed headers for one (view, seq): small, and proof
+                self._evidence(sender, "equivocation", (quote_preprepare(known[1]), quote_preprepare(payload)))
                 self._start_view_change(self.view + 1)
             else:  # the primary retransmits: it lacks our votes
                 self._help_lagging(sender, slot)
