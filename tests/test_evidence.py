@@ -44,7 +44,7 @@ def test_a_batch_that_does_not_match_its_signed_digest_is_refused_and_its_primar
     h.run_until(lambda: rid in h.results(), max_ms=20_000)
     assert rid in h.results()
     refused = [e for r in ("R1", "R2", "R3") for e in h.events(r, Rejected)
-               if e.sender == "R0" and "does not match its digest" in e.reason]
+               if e.sender == "R0" and "does not match its digest" in e.reason]  # delivered by R0 itself
     assert refused, "no backup refused the mismatched batch"
     assert not _evidence(h, "wrong-digest", "R0")  # nothing provable: no evidence
     assert all(h.replica(r).view >= 1 for r in ("R1", "R2", "R3"))  # the faulty primary is gone

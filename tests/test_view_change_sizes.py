@@ -233,3 +233,24 @@ def encode_envelope(keys, pp: PrePrepare, header_quote: bytes) -> bytes:
     from dtm_ray.wire import encode
 
     return encode(Envelope(keys.me, encode(pp), decode(header_quote, Envelope).auth))
+
+
+def test_a_peer_relaying_the_primarys_header_with_another_batch_is_refused_and_blamed_not_the_primary():
+    from dtm_ray.pbft.kvapp import KvApp, put
+    from dtm_ray.pbft.messages import Request, seal_request
+    from dtm_ray.pbft.replica import Replica
+    from dtm_ray.storage import MemoryStorage
+
+    config = PbftConfig(("R0", "R1", "R2", "R3"), 1, checkpoint_interval=4, watermark_window=8,
+                        clients=frozenset({"c0"}))
+    keys = generate_keys(["R0", "R1", "R2", "R3", "c0"], seed=4)
+    request = seal_request(keys["c0"], config.replicas, "hmac", Request("c0", 1, put("k", "v")))
+    pp = PrePrepare(0, 1, batch_digest((request,), ()), (request,), ())
+    genuine = seal(keys["R0"], pp)
+    r1 = Replica("R1", config, keys["R1"], KvApp(), MemoryStorage())
+    r1.tick(1)
+    r1.receive("R3", encode_envelope(keys["R0"], PrePrepare(0, 1, pp.digest, (), ()), quote_preprepare(genuine)))
+    assert r1.log.get(1) is None or r1.log.get(1).pp is None
+    assert r1.status()["rejected"] == {"R3": 1}  # the relayer, not the primary whose header it reused
+    r1.receive("R0", genuine)
+    assert r1.log.get(1).pp == pp  # the real one is still accepted

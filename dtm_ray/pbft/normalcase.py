@@ -167,8 +167,9 @@ class NormalCase:
         if batch_digest(pp.requests, pp.proposals) != pp.digest:
             # The signature covers the header only: a batch that does not match it may have been
             # attached by anybody, so it proves nothing against the primary. Refused; if the
-            # primary never sends the right one, the timers replace it.
-            self._reject(sender, f"pre-prepare {pp.seq}: the batch does not match its digest")
+            # primary never sends the right one, the timers replace it. Counted against whoever
+            # handed it to us: a peer relaying the primary's header with another batch is not the primary.
+            self._reject(self.delivered_by, f"pre-prepare {pp.seq} of {sender}: the batch does not match its digest")
             return
         if self._wanted_matches(slot, pp):  # the batch of a seq the NEW-VIEW re-proposed
             self._adopt_reproposal(slot, pp, payload)

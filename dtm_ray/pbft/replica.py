@@ -78,6 +78,7 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
         self.rejected_counts: Counter[str] = Counter()
         self.replayed_counts: Counter[str] = Counter()  # declared client -> requests at or below its last executed id
         self.ignored = 0
+        self.delivered_by = ""
         self._evidence_seen: set[tuple[str, str, tuple[bytes, ...]]] = set()
         self._init_intake()
         self._init_auth_defence()
@@ -91,6 +92,7 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
     # The Node contract
 
     def receive(self, sender: str, payload: bytes) -> None:
+        self.delivered_by = sender  # who handed us this message (not necessarily its signer)
         try:
             env = open_envelope(payload)
             body = decode(env.body)
