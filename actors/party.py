@@ -164,7 +164,7 @@ class ClientActor(PartyActor):
         records, n = [], 0
         while (count is None or n < count) and (deadline is None or time.monotonic() < deadline):
             if workload == "bank":
-                kind, ops = loadgen.bank_step(rng, [tuple(a) for a in params["accounts"]],
+                kind, ops = loadgen.bank_step(rng, params["accounts"],
                                               params.get("read_share", 0.1))
             elif workload == "list-append":
                 kind, ops = "txn", loadgen.list_append_step(rng, self.party, n, params["participants"],
