@@ -46,6 +46,19 @@ def client_ring(ring: dict, replicas: list[str]) -> dict:
             "mac_keys": {p: k for p, k in ring["mac_keys"].items() if p in keep}}
 
 
+def client_rings(spec: dict, cfg) -> list[tuple[str, dict]]:
+    """Each logical client's key ring: given one by one (``spec["keys"]``: clients declared in
+    ``ClusterConfig.clients``), or derived here from the generator's own ring for the clients of
+    the cluster's load pool (``spec["generator_keys"]``, ``dtm_ray.poolkeys``)."""
+    if "generator_keys" not in spec:
+        return list(spec["keys"].items())
+    from dtm_ray.poolkeys import client_keyring_dict, pool_client_names
+
+    ring, replicas = spec["generator_keys"], list(cfg.replicas)
+    names = pool_client_names(spec["party"], cfg.load_pool[spec["party"]])
+    return [(c, client_keyring_dict(ring, c, replicas)) for c in names]
+
+
 class LoadGenActor:
     def __init__(self, spec: dict) -> None:
         from dtm_ray.config import ClusterConfig
@@ -55,7 +68,7 @@ class LoadGenActor:
         self.party = spec["party"]
         cfg = ClusterConfig.from_dict(spec["config"])
         pbft = cfg.pbft_config()
-        clients = {name: TxnClient(name, pbft, KeyRing.from_dict(ring)) for name, ring in spec["keys"].items()}
+        clients = {name: TxnClient(name, pbft, KeyRing.from_dict(ring)) for name, ring in client_rings(spec, cfg)}
         self.core = MuxCore(self.party, clients)
         self.host = Host(self.party, spec["namespace"], self.core, MemoryStorage(), cfg.tick_ms, self.on_outputs,
                          role="load-generator")

@@ -101,7 +101,8 @@ def _load_or_create_keys(cfg: ClusterConfig, data_dir: str) -> dict[str, dict]:
         if sorted(stored) != sorted(cfg.parties):
             raise ConfigError(f"data_dir {data_dir!r} holds a cluster of parties {sorted(stored)}, "
                               f"not {sorted(cfg.parties)}: use another data_dir or the same "
-                              "replicas, participants and clients")
+                              "replicas, participants, clients and load generators "
+                              "(load_clients, load_generators)")
         return stored
     rings = {p: k.to_dict() for p, k in generate_keys(cfg.parties, cfg.key_seed).items()}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -138,8 +139,11 @@ class Cluster:
 
     # -- building -------------------------------------------------------------------------------
     def spec(self, party: str, role: str) -> dict:
+        keys = self._keyrings[party]
+        if party in self.config.replicas and self.config.load_pool:
+            keys = {**keys, "pool": self.config.load_pool}  # replicas derive pool clients' keys
         return {"party": party, "role": role, "namespace": self.namespace,
-                "config": self.config.to_dict(), "keys": self._keyrings[party],
+                "config": self.config.to_dict(), "keys": keys,
                 "path": os.path.join(self.data_dir, party), "epoch": 0}
 
     def _launch(self) -> None:
