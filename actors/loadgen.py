@@ -68,11 +68,12 @@ def hot_bank_step(rng: random.Random, accounts: list[Account], hot: int = 2, hot
 def workload_step(workload: str, rng: random.Random, client: str, n: int, params: dict
                   ) -> tuple[str, list[Op]]:
     """The next transaction of ``workload`` ("bank", "hot-key" or "list-append")."""
+    # ``accounts`` as given ([participant, key] pairs): no copy per transaction, which over a bank
+    # of 20,000 accounts would cost more than the transaction itself
     if workload == "bank":
-        return bank_step(rng, [tuple(a) for a in params["accounts"]], params.get("read_share", 0.1),
-                         params.get("span"))
+        return bank_step(rng, params["accounts"], params.get("read_share", 0.1), params.get("span"))
     if workload == "hot-key":
-        return hot_bank_step(rng, [tuple(a) for a in params["accounts"]], params.get("hot", 2),
+        return hot_bank_step(rng, params["accounts"], params.get("hot", 2),
                              params.get("hot_share", 0.8), params.get("read_share", 0.05))
     if workload == "list-append":
         return "txn", list_append_step(rng, client, n, params["participants"], params.get("keys", 8))
@@ -188,6 +189,17 @@ def bank_accounts_of(cluster, per_participant=3):
     return [(p, f"acct:{i}") for p in kv for i in range(per_participant)]
 
 
+def bank_setup_ops(accounts: list[Account], max_ops: int, balance: int = BALANCE) -> list[list[Op]]:
+    """The bank's opening balances as transactions of at most ``max_ops`` puts, each on one
+    participant (one prepare and one vote per transaction, no cross-service 2PC): the op lists
+    load generators submit side by side (``actors.loadrun.setup_bank``)."""
+    by_participant: dict[str, list[str]] = {}
+    for p, k in accounts:
+        by_participant.setdefault(p, []).append(k)
+    return [[Op.put(p, k, balance) for k in keys[i:i + max_ops]]
+            for p, keys in by_participant.items() for i in range(0, len(keys), max_ops)]
+
+
 def bank_setup_of(cluster, accounts, client="alice"):
     puts = [Op.put(p, k, BALANCE) for p, k in accounts]
     step = cluster.config.max_ops  # many accounts: several setup transactions
@@ -215,22 +227,32 @@ def bank_final(cluster, accounts, settle_s: float = 30.0):
 def check_bank_run(cluster, accounts, total, records, settle_s: float = 30.0):
     """The bank invariant on the final balances and every full read, then atomicity. ``settle_s``:
     how long the transactions still in flight (a load generator's backlog) may take to finish."""
-    reads = [(r["txn_id"], dict(zip(accounts, r["reads"]))) for r in records
-             if r["kind"] == "read" and r["status"] == "ok"]
-    anomalies = check_bank(total, bank_final(cluster, accounts, settle_s), reads)
+    anomalies = bank_anomalies(cluster, accounts, total, records, settle_s)
     assert not anomalies, [str(a) for a in anomalies]
     check_atomicity_run(cluster, records)
 
 
+def bank_anomalies(cluster, accounts, total, records, settle_s: float = 30.0) -> list:
+    """The bank checker's findings on the final balances and every full read (empty: money held)."""
+    accounts = [tuple(a) for a in accounts]
+    reads = [(r["txn_id"], dict(zip(accounts, r["reads"]))) for r in records
+             if r["kind"] == "read" and r["status"] == "ok"]
+    return check_bank(total, bank_final(cluster, accounts, settle_s), reads)
+
+
 def check_atomicity_run(cluster, records):
     """No transaction split across participants, none applied against what its client was told."""
+    anomalies = atomicity_anomalies(cluster, records)
+    assert not anomalies, [str(a) for a in anomalies]
+
+
+def atomicity_anomalies(cluster, records) -> list:
     from dtm_ray.checks.atomicity import check_atomicity
     from dtm_ray.txn.ops import TxnResult
 
     results = {r["txn_id"]: TxnResult(r["status"] == "ok", "commit" if r["status"] == "ok" else "abort",
                                       r["txn_id"], r["reads"], r["reason"])
                for r in records if r["status"] != "info"}
-    anomalies = check_atomicity(cluster.applied(), results)
-    assert not anomalies, [str(a) for a in anomalies]
+    return check_atomicity(cluster.applied(), results)
 
 

@@ -128,7 +128,7 @@ class LoadGenActor:
         """Closed loop with ``concurrency`` clients, or open loop at ``rate`` txn/s; returns
         ``{"records": [Record as dict], "backlog": n, "clients_lost": n}``."""
         params = params or {}
-        names = list(self.core.clients)
+        names = self._free_clients()
         deadline = time.monotonic() + duration_s
         records: list[dict] = []
         lost = [0]
@@ -145,6 +145,29 @@ class LoadGenActor:
         await asyncio.gather(*tasks)
         backlog = arrivals.qsize() if arrivals is not None else 0
         return {"records": records, "backlog": backlog, "clients_lost": lost[0]}
+
+    async def submit_all(self, op_lists: list[list], timeout_s: float = 30.0) -> list[dict]:
+        """Submit every op list once, spread over this generator's clients (each submits its share
+        in turn), all clients at once; the records, in no particular order. For work that must
+        be done rather than measured, e.g. opening a bank (``actors.loadrun.setup_bank``)."""
+        names = self._free_clients()
+        shares = [op_lists[i::len(names)] for i in range(min(len(names), len(op_lists)))]
+
+        async def one_client(name: str, share: list) -> list[dict]:
+            out = []
+            for ops in share:
+                out.append(await self._one(name, "setup", ops, time.time_ns(), timeout_s))
+                if out[-1]["status"] == "info":  # still outstanding: this client can send no more
+                    break
+            return out
+
+        done = await asyncio.gather(*(one_client(n, share) for n, share in zip(names, shares)))
+        return [r for recs in done for r in recs]
+
+    def _free_clients(self) -> list[str]:
+        """The clients with no request outstanding (one whose outcome a run never learnt keeps its
+        request until the replicas answer it; it cannot submit another meanwhile)."""
+        return [name for name, client in self.core.clients.items() if not client.outstanding]
 
     async def _arrivals(self, queue: asyncio.Queue, rate: float, deadline: float) -> None:
         start, k = time.monotonic(), 0
