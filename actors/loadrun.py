@@ -5,7 +5,7 @@ The steps, each a short function:
 
 1. ``generators``: the cluster's load-generator actors (``actors.loadgen_actor``), started on first
    use and reused by later runs. Their clients are the configuration's load pool
-   (``ClusterConfig.load_clients`` over ``load_generators``), with derived keys
+   (``ClusterConfig.load_pool_clients`` over ``load_pool_generators``), with derived keys
    (``dtm_ray.poolkeys``): the cluster had them declared from its start, nobody's key ring grew.
 2. ``setup_bank``: ``accounts`` opening balances per kv participant, ``max_ops`` puts per
    transaction, one participant each, submitted by all pool clients side by side (so they share
@@ -38,12 +38,12 @@ def generators(cluster, count: int | None) -> list:
     """The first ``count`` (all, when None) load-generator actors of the cluster's pool."""
     pool = cluster.config.load_pool
     if not pool:
-        raise ConfigError("this cluster has no load pool: start it with ClusterConfig(load_clients=N) "
+        raise ConfigError("this cluster has no load pool: start it with ClusterConfig(load_pool_clients=N) "
                           "(N logical clients), or pass client names to run_load")
     names = list(pool)
     count = len(names) if count is None else count
     if not 1 <= count <= len(names):
-        raise ConfigError(f"generators must be 1..{len(names)} (ClusterConfig.load_generators), got {count}")
+        raise ConfigError(f"generators must be 1..{len(names)} (ClusterConfig.load_pool_generators), got {count}")
     return [cluster._load_generator(name) for name in names[:count]]
 
 
@@ -84,7 +84,7 @@ def run_pool_load(cluster, workload: str, *, concurrency: int | None, rate: floa
     pool = [cluster.config.load_pool[n] for n in list(cluster.config.load_pool)[:len(gens)]]
     if concurrency is not None and concurrency > sum(pool):
         raise ConfigError(f"concurrency {concurrency} exceeds the load pool's {sum(pool)} clients on "
-                          f"{len(gens)} generator(s): start with ClusterConfig(load_clients>={concurrency})")
+                          f"{len(gens)} generator(s): start with ClusterConfig(load_pool_clients>={concurrency})")
     timeout = timeout_s or max(10.0, duration_s)
     t_setup = time.monotonic()
     bank = bank_accounts_of(cluster, accounts)

@@ -102,7 +102,7 @@ def _load_or_create_keys(cfg: ClusterConfig, data_dir: str) -> dict[str, dict]:
             raise ConfigError(f"data_dir {data_dir!r} holds a cluster of parties {sorted(stored)}, "
                               f"not {sorted(cfg.parties)}: use another data_dir or the same "
                               "replicas, participants, clients and load generators "
-                              "(load_clients, load_generators)")
+                              "(load_pool_clients, load_pool_generators)")
         return stored
     rings = {p: k.to_dict() for p, k in generate_keys(cfg.parties, cfg.key_seed).items()}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -229,7 +229,7 @@ class Cluster:
         """Run a workload; two forms.
 
         ``run_load("bank", concurrency=2000, duration_s=60)`` (or ``rate=`` txn/s, open loop):
-        that many logical clients of the load pool (``ClusterConfig.load_clients``) in the
+        that many logical clients of the load pool (``ClusterConfig.load_pool_clients``) in the
         load-generator actors (``generators``: how many of them, default all), on a bank of
         ``accounts`` accounts per kv participant opened first ("bank" or "hot-key"). Returns a
         report: committed/aborted/unknown, ``committed_per_s``, ``latency_ms`` (p50/p90/p95/p99),

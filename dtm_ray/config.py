@@ -39,10 +39,10 @@ class ClusterConfig:
     participants: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PARTICIPANTS))
     clients: tuple[str, ...] = DEFAULT_CLIENTS  # client ids with keys (``cluster.client(name)``)
     # A pool of logical load clients (``cluster.run_load(..., concurrency=...)``), hosted by
-    # ``load_generators`` actors ``gen0, gen1, ...`` as ``gen<g>..c<i>``: their keys are derived
+    # ``load_pool_generators`` actors ``gen0, gen1, ...`` as ``gen<g>..c<i>``: their keys are derived
     # from each generator's keys (``dtm_ray.poolkeys``), so thousands cost no key generation.
-    load_clients: int = 2000
-    load_generators: int = 2
+    load_pool_clients: int = 2000
+    load_pool_generators: int = 2
     # -- where it runs ----------------------------------------------------------------------------
     data_dir: str | None = None  # one RocksDB directory per party below it; a temp dir when None
     address: str | None = None  # None: start a local Ray; "auto" or "host:port": join a running one
@@ -101,7 +101,7 @@ class ClusterConfig:
         """Load generator -> how many logical clients it hosts (``dtm_ray.poolkeys``)."""
         from dtm_ray.poolkeys import pool_split
 
-        return pool_split(self.load_clients, self.load_generators)
+        return pool_split(self.load_pool_clients, self.load_pool_generators)
 
     def pool_clients(self) -> list[str]:
         from dtm_ray.poolkeys import pool_client_names
@@ -199,8 +199,8 @@ def _validate(c: ClusterConfig) -> None:
             raise ConfigError(f"n = {c.n} replicas cannot tolerate f = {c.f}: n must be >= 3f+1 = {3 * c.f + 1}")
     _check_participants(c.participants)
     _check_clients(c.clients)
-    _check_int(c, "load_clients", minimum=0)
-    _check_int(c, "load_generators", minimum=1)
+    _check_int(c, "load_pool_clients", minimum=0)
+    _check_int(c, "load_pool_generators", minimum=1)
     _check_namespace(c)
     for name in ("batch_size", "checkpoint_interval", "watermark_window", "view_change_timeout_ms",
                  "client_retry_ms", "max_request_bytes", "vote_timeout_ms", "resend_ms", "max_ops",
@@ -283,5 +283,5 @@ def _check_namespace(c: ClusterConfig) -> None:
         raise ConfigError(f"names used both as participant and client: {clash}")
     taken = sorted(set(c.load_pool) & {*c.participants, *c.clients})
     if taken:
-        raise ConfigError(f"{taken} name the load generators (load_clients > 0): rename them or set "
-                          "load_clients=0")
+        raise ConfigError(f"{taken} name the load generators (load_pool_clients > 0): rename them or set "
+                          "load_pool_clients=0")

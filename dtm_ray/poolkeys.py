@@ -2,8 +2,8 @@
 
 A load generator ``G`` (``gen0``, ``gen1``, ...) is an ordinary party of ``generate_keys``: it has
 an Ed25519 key pair and a pairwise MAC key ``K(G, R)`` with every replica ``R``. The logical
-clients it hosts are named ``G..c<i>`` (``0 <= i < count``, ``ClusterConfig.load_clients`` split
-over the generators) and get their keys by derivation instead of generation:
+clients it hosts are named ``G..c<i>`` (``0 <= i < count``: ``ClusterConfig.load_pool_clients``
+split over the generators) and get their keys by derivation instead of generation:
 
 - **MAC key of client c with replica R**: ``HMAC-SHA256(K(G, R), "dtm-ray pool client" | c)``.
   The generator derives it for each of its clients and each replica when it starts; replica ``R``

@@ -12,7 +12,7 @@ from dtm_ray.errors import AuthError, ConfigError
 from dtm_ray.pbft.messages import BadAuthenticator, Reply, Request, open_request, seal_request
 from dtm_ray.poolkeys import client_keyring_dict, generator_of, pool_split
 
-CFG = ClusterConfig(f=1, load_clients=5, load_generators=2)
+CFG = ClusterConfig(f=1, load_pool_clients=5, load_pool_generators=2)
 REPLICAS = CFG.replicas
 
 
@@ -36,7 +36,7 @@ def request(keys: KeyRing, scheme: str = "hmac", client: str | None = None) -> b
 
 def test_the_pool_is_split_over_its_generators_and_declared_to_replicas_only_by_name():
     assert CFG.load_pool == {"gen0": 3, "gen1": 2}
-    assert pool_split(0, 2) == {} and ClusterConfig(load_clients=0).load_pool == {}
+    assert pool_split(0, 2) == {} and ClusterConfig(load_pool_clients=0).load_pool == {}
     assert CFG.parties[-2:] == ["gen0", "gen1"]  # two parties with keys, not five
     pbft = CFG.pbft_config()
     assert {"gen0..c2", "gen1..c1", "alice"} <= pbft.clients
@@ -46,12 +46,13 @@ def test_the_pool_is_split_over_its_generators_and_declared_to_replicas_only_by_
 
 
 def test_a_pool_clients_authenticator_verifies_at_every_replica(rings):
-    client = pool_client(rings, "gen0..c1")
-    for scheme in ("hmac", "ed25519"):  # ed25519: signed with its generator's key
-        payload = request(client, scheme)
-        for r in REPLICAS:
-            req = open_request(replica(rings, r), REPLICAS, scheme, open_envelope(payload))
-            assert req.client == "gen0..c1"
+    for name in ("gen0..c1", "gen1..c0"):
+        client = pool_client(rings, name)
+        for scheme in ("hmac", "ed25519"):  # ed25519: signed with its generator's key
+            payload = request(client, scheme)
+            for r in REPLICAS:
+                req = open_request(replica(rings, r), REPLICAS, scheme, open_envelope(payload))
+                assert req.client == name
 
 
 def test_replies_to_a_pool_client_are_macd_with_its_derived_key(rings):
@@ -65,10 +66,14 @@ def test_replies_to_a_pool_client_are_macd_with_its_derived_key(rings):
 
 def test_another_clients_name_with_the_same_macs_is_refused(rings):
     env = open_envelope(request(pool_client(rings, "gen0..c1")))
-    forged = env.__class__("gen0..c2", env.body.replace(b"gen0..c1", b"gen0..c2"), env.auth)
-    for r in REPLICAS:
-        with pytest.raises(BadAuthenticator):
-            open_request(replica(rings, r), REPLICAS, "hmac", forged)
+    renamed = env.__class__("gen0..c2", env.body.replace(b"gen0..c1", b"gen0..c2"), env.auth)
+    # and what gen0..c1 can make for gen0..c2 with its own keys: its keys are its own
+    a = pool_client(rings, "gen0..c1")
+    as_b = KeyRing("gen0..c2", a.signing_key, dict(a.public_keys), dict(a.mac_keys))
+    for forged in (renamed, open_envelope(request(as_b))):
+        for r in REPLICAS:
+            with pytest.raises(BadAuthenticator):
+                open_request(replica(rings, r), REPLICAS, "hmac", forged)
 
 
 def test_another_generator_or_a_replica_cannot_make_a_pool_clients_macs(rings):
@@ -106,8 +111,8 @@ def test_undeclared_names_derive_no_key_and_the_cache_holds_only_the_pool(rings)
 def test_the_generator_names_are_reserved_while_the_pool_exists():
     with pytest.raises(ConfigError, match="load generators"):
         ClusterConfig(clients=("alice", "gen0"))
-    ClusterConfig(clients=("alice", "gen0"), load_clients=0)  # no pool: the name is free
-    with pytest.raises(ConfigError, match="load_generators"):
-        ClusterConfig(load_generators=0)
-    with pytest.raises(ConfigError, match="load_clients"):
-        ClusterConfig(load_clients=-1)
+    ClusterConfig(clients=("alice", "gen0"), load_pool_clients=0)  # no pool: the name is free
+    with pytest.raises(ConfigError, match="load_pool_generators"):
+        ClusterConfig(load_pool_generators=0)
+    with pytest.raises(ConfigError, match="load_pool_clients"):
+        ClusterConfig(load_pool_clients=-1)

@@ -20,7 +20,7 @@ ACCOUNTS = 2_000  # per kv participant: 4,000 accounts opened by ~64 setup trans
 @pytest.fixture(scope="module")
 def cluster(ray_session, tmp_path_factory):
     cfg = ClusterConfig(f=1, data_dir=str(tmp_path_factory.mktemp("runload")), key_seed=11,
-                        load_clients=400, load_generators=2, log_level="WARNING",
+                        load_pool_clients=400, load_pool_generators=2, log_level="WARNING",
                         vote_timeout_ms=10_000)  # a loaded 2-core machine: no aborts by vote timeout
     with dtm_ray.start(cfg) as c:
         yield c
