@@ -189,6 +189,17 @@ def bank_accounts_of(cluster, per_participant=3):
     return [(p, f"acct:{i}") for p in kv for i in range(per_participant)]
 
 
+def bank_setup_ops(accounts: list[Account], max_ops: int, balance: int = BALANCE) -> list[list[Op]]:
+    """The bank's opening balances as transactions of at most ``max_ops`` puts, each on one
+    participant (one prepare and one vote per transaction, no cross-service 2PC): the op lists
+    load generators submit side by side (``actors.loadrun.setup_bank``)."""
+    by_participant: dict[str, list[str]] = {}
+    for p, k in accounts:
+        by_participant.setdefault(p, []).append(k)
+    return [[Op.put(p, k, balance) for k in keys[i:i + max_ops]]
+            for p, keys in by_participant.items() for i in range(0, len(keys), max_ops)]
+
+
 def bank_setup_of(cluster, accounts, client="alice"):
     puts = [Op.put(p, k, BALANCE) for p, k in accounts]
     step = cluster.config.max_ops  # many accounts: several setup transactions
@@ -216,22 +227,32 @@ def bank_final(cluster, accounts, settle_s: float = 30.0):
 def check_bank_run(cluster, accounts, total, records, settle_s: float = 30.0):
     """The bank invariant on the final balances and every full read, then atomicity. ``settle_s``:
     how long the transactions still in flight (a load generator's backlog) may take to finish."""
-    reads = [(r["txn_id"], dict(zip(accounts, r["reads"]))) for r in records
-             if r["kind"] == "read" and r["status"] == "ok"]
-    anomalies = check_bank(total, bank_final(cluster, accounts, settle_s), reads)
+    anomalies = bank_anomalies(cluster, accounts, total, records, settle_s)
     assert not anomalies, [str(a) for a in anomalies]
     check_atomicity_run(cluster, records)
 
 
+def bank_anomalies(cluster, accounts, total, records, settle_s: float = 30.0) -> list:
+    """The bank checker's findings on the final balances and every full read (empty: money held)."""
+    accounts = [tuple(a) for a in accounts]
+    reads = [(r["txn_id"], dict(zip(accounts, r["reads"]))) for r in records
+             if r["kind"] == "read" and r["status"] == "ok"]
+    return check_bank(total, bank_final(cluster, accounts, settle_s), reads)
+
+
 def check_atomicity_run(cluster, records):
     """No transaction split across participants, none applied against what its client was told."""
+    anomalies = atomicity_anomalies(cluster, records)
+    assert not anomalies, [str(a) for a in anomalies]
+
+
+def atomicity_anomalies(cluster, records) -> list:
     from dtm_ray.checks.atomicity import check_atomicity
     from dtm_ray.txn.ops import TxnResult
 
     results = {r["txn_id"]: TxnResult(r["status"] == "ok", "commit" if r["status"] == "ok" else "abort",
                                       r["txn_id"], r["reads"], r["reason"])
                for r in records if r["status"] != "info"}
-    anomalies = check_atomicity(cluster.applied(), results)
-    assert not anomalies, [str(a) for a in anomalies]
+    return check_atomicity(cluster.applied(), results)
 
 

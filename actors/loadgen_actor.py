@@ -46,6 +46,19 @@ def client_ring(ring: dict, replicas: list[str]) -> dict:
             "mac_keys": {p: k for p, k in ring["mac_keys"].items() if p in keep}}
 
 
+def client_rings(spec: dict, cfg) -> list[tuple[str, dict]]:
+    """Each logical client's key ring: given one by one (``spec["keys"]``: clients declared in
+    ``ClusterConfig.clients``), or derived here from the generator's own ring for the clients of
+    the cluster's load pool (``spec["generator_keys"]``, ``dtm_ray.poolkeys``)."""
+    if "generator_keys" not in spec:
+        return list(spec["keys"].items())
+    from dtm_ray.poolkeys import client_keyring_dict, pool_client_names
+
+    ring, replicas = spec["generator_keys"], list(cfg.replicas)
+    names = pool_client_names(spec["party"], cfg.load_pool[spec["party"]])
+    return [(c, client_keyring_dict(ring, c, replicas)) for c in names]
+
+
 class LoadGenActor:
     def __init__(self, spec: dict) -> None:
         from dtm_ray.config import ClusterConfig
@@ -55,7 +68,7 @@ class LoadGenActor:
         self.party = spec["party"]
         cfg = ClusterConfig.from_dict(spec["config"])
         pbft = cfg.pbft_config()
-        clients = {name: TxnClient(name, pbft, KeyRing.from_dict(ring)) for name, ring in spec["keys"].items()}
+        clients = {name: TxnClient(name, pbft, KeyRing.from_dict(ring)) for name, ring in client_rings(spec, cfg)}
         self.core = MuxCore(self.party, clients)
         self.host = Host(self.party, spec["namespace"], self.core, MemoryStorage(), cfg.tick_ms, self.on_outputs,
                          role="load-generator")
@@ -115,7 +128,7 @@ class LoadGenActor:
         """Closed loop with ``concurrency`` clients, or open loop at ``rate`` txn/s; returns
         ``{"records": [Record as dict], "backlog": n, "clients_lost": n}``."""
         params = params or {}
-        names = list(self.core.clients)
+        names = self._free_clients()
         deadline = time.monotonic() + duration_s
         records: list[dict] = []
         lost = [0]
@@ -132,6 +145,29 @@ class LoadGenActor:
         await asyncio.gather(*tasks)
         backlog = arrivals.qsize() if arrivals is not None else 0
         return {"records": records, "backlog": backlog, "clients_lost": lost[0]}
+
+    async def submit_all(self, op_lists: list[list], timeout_s: float = 30.0) -> list[dict]:
+        """Submit every op list once, spread over this generator's clients (each submits its share
+        in turn), all clients at once; the records, in no particular order. For work that must
+        be done rather than measured, e.g. opening a bank (``actors.loadrun.setup_bank``)."""
+        names = self._free_clients()
+        shares = [op_lists[i::len(names)] for i in range(min(len(names), len(op_lists)))]
+
+        async def one_client(name: str, share: list) -> list[dict]:
+            out = []
+            for ops in share:
+                out.append(await self._one(name, "setup", ops, time.time_ns(), timeout_s))
+                if out[-1]["status"] == "info":  # still outstanding: this client can send no more
+                    break
+            return out
+
+        done = await asyncio.gather(*(one_client(n, share) for n, share in zip(names, shares)))
+        return [r for recs in done for r in recs]
+
+    def _free_clients(self) -> list[str]:
+        """The clients with no request outstanding (one whose outcome a run never learnt keeps its
+        request until the replicas answer it; it cannot submit another meanwhile)."""
+        return [name for name, client in self.core.clients.items() if not client.outstanding]
 
     async def _arrivals(self, queue: asyncio.Queue, rate: float, deadline: float) -> None:
         start, k = time.monotonic(), 0

@@ -15,11 +15,13 @@ point's history: a point whose result is wrong raises instead of being reported.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import sys
 import time
+
+from actors.report import (COST_KEYS, all_statuses, load_average, party_totals,  # noqa: F401 (soak)
+                           percentile, summarise)
 
 # The vote timeout for a machine shared with other work: at the default 2 s, transactions queued
 # behind locks on hot accounts abort by timeout. (A 2 s view-change timer used to be needed too:
@@ -29,47 +31,10 @@ import time
 LOADED_MACHINE = {"vote_timeout_ms": 10_000}
 SETTLE_MAX_S = 900.0
 FAULTS = ("none", "crash-backup", "crash-primary", "byzantine")
-COST_KEYS = ("calls_out", "messages_out", "bytes_out", "fsyncs", "crypto_sign", "crypto_verify",
-             "crypto_mac", "crypto_mac_checked", "cpu_s")
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return round(values[min(len(values) - 1, int(q * len(values)))], 1)
-
-
-def load_average() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
-def party_totals(statuses: list[dict]) -> dict:
-    out = {k: sum(s.get("host", {}).get(k, 0) for s in statuses) for k in COST_KEYS}
-    timing = collections.defaultdict(lambda: [0, 0.0])
-    for st in statuses:
-        for k, v in st.get("host", {}).get("timing", {}).items():
-            timing[k][0] += v["count"]
-            timing[k][1] += (v["mean_ms"] or 0) * v["count"]
-    out["timing"] = dict(timing)
-    out["view_changes"] = max((s.get("host", {}).get("out:ViewChanged", 0) for s in statuses), default=0)
-    out["by_party"] = {s["id"]: {k: s.get("host", {}).get(k, 0) for k in ("cpu_s", "calls_out", "fsyncs")}
-                       for s in statuses if "id" in s}
-    return out
-
-
-def all_statuses(cluster, generators) -> list[dict]:
-    import ray
-
-    st = cluster.status()
-    parties = [*st["replicas"], *st["participants"].values(), *st["clients"].values()]
-    return parties + ray.get([g.status.remote() for g in generators], timeout=30)
 
 
 def start_generators(cluster, cfg, groups: dict[str, list[str]]) -> list:
@@ -158,29 +123,6 @@ def run_point(*, f: int, concurrency: int, rate: float | None, workload: str, du
         point["recovery_s"] = recovery_time(point["timeline"], fault_at)
     log(f"  -> {point['committed_per_s']} txn/s, p50 {point['latency_ms']['p50']} ms")
     return point
-
-
-def summarise(records: list[dict], elapsed: float, t0_ns: int, before: dict, after: dict) -> dict:
-    committed = [r for r in records if r["status"] == "ok"]
-    aborted = [r for r in records if r["status"] == "fail"]
-    lat = sorted((r["end_ns"] - r["start_ns"]) / 1e6 for r in committed)
-    n = max(1, len(committed))
-    timeline = collections.Counter(int((r["end_ns"] - t0_ns) / 5e8) for r in committed)
-    return {
-        "elapsed_s": round(elapsed, 2), "submitted": len(records), "committed": len(committed),
-        "aborted": len(aborted), "unknown": sum(r["status"] == "info" for r in records),
-        "committed_per_s": round(len(committed) / elapsed, 2),
-        "abort_rate": round(len(aborted) / max(1, len(records)), 3),
-        "abort_reasons": dict(collections.Counter(str(r["reason"]) for r in aborted).most_common(5)),
-        "latency_ms": {"p50": percentile(lat, 0.5), "p95": percentile(lat, 0.95), "p99": percentile(lat, 0.99)},
-        "per_committed": {k: round((after[k] - before[k]) / n, 3) for k in COST_KEYS},
-        "per_committed_by_party": {p: {k: round((v[k] - before["by_party"].get(p, {}).get(k, 0)) / n, 4) for k in v}
-                                   for p, v in after["by_party"].items()},
-        "view_changes": after["view_changes"] - before["view_changes"],
-        "timing_mean_ms": {k: round((c - before["timing"].get(k, [0, 0.0])[1]) / (n_ - before["timing"].get(k, [0, 0.0])[0]), 2)
-                           for k, (n_, c) in after["timing"].items() if n_ > before["timing"].get(k, [0, 0.0])[0]},
-        "timeline": [[i / 2, timeline.get(i, 0) * 2] for i in range(int(elapsed * 2) + 1)],  # (s, txn/s)
-    }
 
 
 def recovery_time(timeline: list[list[float]], fault_at: float, share: float = 0.8) -> float | None:

@@ -101,7 +101,8 @@ def _load_or_create_keys(cfg: ClusterConfig, data_dir: str) -> dict[str, dict]:
         if sorted(stored) != sorted(cfg.parties):
             raise ConfigError(f"data_dir {data_dir!r} holds a cluster of parties {sorted(stored)}, "
                               f"not {sorted(cfg.parties)}: use another data_dir or the same "
-                              "replicas, participants and clients")
+                              "replicas, participants, clients and load generators "
+                              "(load_pool_clients, load_pool_generators)")
         return stored
     rings = {p: k.to_dict() for p, k in generate_keys(cfg.parties, cfg.key_seed).items()}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -129,6 +130,7 @@ class Cluster:
         self._specs: dict[str, dict] = {}
         self._handles: dict[str, Any] = {}
         self._clients: dict[str, Client] = {}
+        self._generators: dict[str, Any] = {}  # load-generator actors of the load pool, by party
         self._chaos_actor = None
         self._home: str | None = None  # the node participants and clients are pinned to, if several
         self.chaos: ChaosControl | None = None
@@ -138,8 +140,11 @@ class Cluster:
 
     # -- building -------------------------------------------------------------------------------
     def spec(self, party: str, role: str) -> dict:
+        keys = self._keyrings[party]
+        if party in self.config.replicas and self.config.load_pool:
+            keys = {**keys, "pool": self.config.load_pool}  # replicas derive pool clients' keys
         return {"party": party, "role": role, "namespace": self.namespace,
-                "config": self.config.to_dict(), "keys": self._keyrings[party],
+                "config": self.config.to_dict(), "keys": keys,
                 "path": os.path.join(self.data_dir, party), "epoch": 0}
 
     def _launch(self) -> None:
@@ -217,14 +222,36 @@ class Cluster:
 
         ray.get(self._chaos_actor.adopt.remote(name, self._specs[name], handle))
 
-    def run_load(self, workload: str, clients: list[str], *, count: int | None = None,
-                 duration_s: float | None = None, seed: int = 0, params: dict | None = None,
-                 timeout_s: float | None = None) -> list[dict]:
-        """Run ``workload`` ("bank" or "list-append") from each client actor concurrently (the
-        load generators); returns every client's records (``actors.loadgen.Record`` as dicts).
-        Seeds differ per client: ``seed * 1000 + index``."""
+    def run_load(self, workload: str, clients: list[str] | None = None, *, concurrency: int | None = None,
+                 rate: float | None = None, count: int | None = None, duration_s: float | None = None,
+                 generators: int | None = None, accounts: int = 10_000, seed: int = 0,
+                 params: dict | None = None, timeout_s: float | None = None) -> list[dict] | dict:
+        """Run a workload; two forms.
+
+        ``run_load("bank", concurrency=2000, duration_s=60)`` (or ``rate=`` txn/s, open loop):
+        that many logical clients of the load pool (``ClusterConfig.load_pool_clients``) in the
+        load-generator actors (``generators``: how many of them, default all), on a bank of
+        ``accounts`` accounts per kv participant opened first ("bank" or "hot-key"). Returns a
+        report: committed/aborted/unknown, ``committed_per_s``, ``latency_ms`` (p50/p90/p95/p99),
+        ``per_committed`` costs (actor calls, fsyncs, CPU s, bytes, MACs, signatures), the bank
+        setup's time and the checks' verdicts (``checks``: bank total conserved, atomicity).
+
+        ``run_load(workload, clients, count=.. | duration_s=..)``: ``workload`` ("bank" or
+        "list-append") from each declared client actor concurrently; returns every client's records
+        (``actors.loadgen.Record`` as dicts). Seeds differ per client: ``seed * 1000 + index``."""
         import ray
 
+        if concurrency is not None or rate is not None:
+            from actors.loadrun import run_pool_load
+
+            if clients is not None:
+                raise ConfigError("run_load: give client names or concurrency/rate, not both")
+            return run_pool_load(self, workload, concurrency=concurrency, rate=rate,
+                                 duration_s=60.0 if duration_s is None else duration_s,
+                                 generators_count=generators, seed=seed, accounts=accounts,
+                                 params=params, timeout_s=timeout_s)
+        if clients is None:
+            raise ConfigError("run_load needs client names, or concurrency= / rate= for the load pool")
         for name in clients:
             self.client(name)
         timeout = timeout_s or self.config.submit_timeout_s
@@ -233,6 +260,31 @@ class Cluster:
             params=params) for i, name in enumerate(clients)]
         budget = (duration_s or 0) + (count or 0) * timeout + 60
         return [rec for recs in ray.get(refs, timeout=budget) for rec in recs]
+
+    def _load_generator(self, name: str) -> Any:
+        """The load-generator actor ``name`` of the load pool, started on first use. Not restarted
+        by Ray: its clients' request ids live in its memory (``actors.loadgen_actor``)."""
+        with self._lock:
+            handle = self._generators.get(name)
+            if handle is not None:
+                return handle
+            import ray
+
+            from actors import launch
+            from actors.loadgen_actor import LoadGenActor
+            from actors.names import actor_name
+
+            options = dict(name=actor_name(name), namespace=self.namespace, num_cpus=0, max_concurrency=10_000)
+            if self._home is not None:  # beside the driver, like the clients
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self._home, soft=False)
+            spec = {"party": name, "namespace": self.namespace, "config": self.config.to_dict(),
+                    "generator_keys": self._keyrings[name]}
+            handle = ray.remote(LoadGenActor).options(**options).remote(spec)
+            launch.wait_alive([handle])
+            self._generators[name] = handle
+            return handle
 
     def participant_state(self, name: str) -> Any:
         import ray
@@ -307,6 +359,8 @@ class Cluster:
                     ray.kill(ray.get_actor(actor_name(party), namespace=self.namespace), no_restart=True)
                 except Exception:
                     pass
+            for handle in self._generators.values():
+                ray.kill(handle, no_restart=True)
             if self._chaos_actor is not None:
                 ray.kill(self._chaos_actor, no_restart=True)
             if self._owns_ray:

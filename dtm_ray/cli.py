@@ -62,6 +62,8 @@ _CONFIG_HELP = {
     "log_level": "TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR or CRITICAL",
     "log_json": "also write JSON-lines logs under DATA_DIR/logs",
     "key_seed": "reproducible keys (tests only)",
+    "load_pool_clients": "logical load clients for run_load(concurrency=...), keys derived (0: none)",
+    "load_pool_generators": "load-generator actors hosting them",
 }
 
 

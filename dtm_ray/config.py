@@ -38,6 +38,11 @@ class ClusterConfig:
     n: int | None = None  # replicas; defaults to 3f+1, must be >= 3f+1
     participants: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PARTICIPANTS))
     clients: tuple[str, ...] = DEFAULT_CLIENTS  # client ids with keys (``cluster.client(name)``)
+    # A pool of logical load clients (``cluster.run_load(..., concurrency=...)``), hosted by
+    # ``load_pool_generators`` actors ``gen0, gen1, ...`` as ``gen<g>..c<i>``: their keys are derived
+    # from each generator's keys (``dtm_ray.poolkeys``), so thousands cost no key generation.
+    load_pool_clients: int = 2000
+    load_pool_generators: int = 2
     # -- where it runs ----------------------------------------------------------------------------
     data_dir: str | None = None  # one RocksDB directory per party below it; a temp dir when None
     address: str | None = None  # None: start a local Ray; "auto" or "host:port": join a running one
@@ -88,8 +93,20 @@ class ClusterConfig:
 
     @property
     def parties(self) -> list[str]:
-        """Every party that holds keys, in a fixed order."""
-        return [*self.replicas, *self.participants, *self.clients]
+        """Every party that holds keys, in a fixed order (the pool's clients derive theirs)."""
+        return [*self.replicas, *self.participants, *self.clients, *self.load_pool]
+
+    @property
+    def load_pool(self) -> dict[str, int]:
+        """Load generator -> how many logical clients it hosts (``dtm_ray.poolkeys``)."""
+        from dtm_ray.poolkeys import pool_split
+
+        return pool_split(self.load_pool_clients, self.load_pool_generators)
+
+    def pool_clients(self) -> list[str]:
+        from dtm_ray.poolkeys import pool_client_names
+
+        return [c for gen, count in self.load_pool.items() for c in pool_client_names(gen, count)]
 
     def pbft_config(self):
         from dtm_ray.pbft.config import PbftConfig
@@ -100,7 +117,8 @@ class ClusterConfig:
             watermark_window=self.watermark_window, view_change_timeout_ms=self.view_change_timeout_ms,
             client_retry_ms=self.client_retry_ms, max_request_bytes=self.max_request_bytes,
             auth_scheme=self.auth_scheme, max_inflight_batches=self.max_inflight_batches,
-            status_interval_ms=self.status_interval_ms, clients=frozenset(self.clients))
+            status_interval_ms=self.status_interval_ms,
+            clients=frozenset(self.clients).union(self.pool_clients()))
 
     def txn_config(self):
         from dtm_ray.txn.config import TxnConfig
@@ -181,6 +199,8 @@ def _validate(c: ClusterConfig) -> None:
             raise ConfigError(f"n = {c.n} replicas cannot tolerate f = {c.f}: n must be >= 3f+1 = {3 * c.f + 1}")
     _check_participants(c.participants)
     _check_clients(c.clients)
+    _check_int(c, "load_pool_clients", minimum=0)
+    _check_int(c, "load_pool_generators", minimum=1)
     _check_namespace(c)
     for name in ("batch_size", "checkpoint_interval", "watermark_window", "view_change_timeout_ms",
                  "client_retry_ms", "max_request_bytes", "vote_timeout_ms", "resend_ms", "max_ops",
@@ -261,3 +281,7 @@ def _check_namespace(c: ClusterConfig) -> None:
     clash = sorted(set(c.participants) & set(c.clients))
     if clash:
         raise ConfigError(f"names used both as participant and client: {clash}")
+    taken = sorted(set(c.load_pool) & {*c.participants, *c.clients})
+    if taken:
+        raise ConfigError(f"{taken} name the load generators (load_pool_clients > 0): rename them or set "
+                          "load_pool_clients=0")

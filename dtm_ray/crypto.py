@@ -141,7 +141,15 @@ class KeyRing:
 
     @classmethod
     def from_dict(cls, d: dict) -> "KeyRing":
-        return cls(d["me"], d["signing_key"], dict(d["public_keys"]), dict(d["mac_keys"]))
+        """A ring as shipped; with a ``"pool"`` entry (``{generator: clients}``, a replica's ring),
+        it also knows the load generators' logical clients (``dtm_ray.poolkeys``)."""
+        pool = d.get("pool")
+        if not pool:
+            return cls(d["me"], d["signing_key"], dict(d["public_keys"]), dict(d["mac_keys"]))
+        from dtm_ray.poolkeys import PoolMacKeys, PoolPublicKeys
+
+        return cls(d["me"], d["signing_key"], PoolPublicKeys(d["public_keys"], pool),
+                   PoolMacKeys(d["mac_keys"], pool))
 
     def with_party(self, party: str, public_key: bytes, mac_key: bytes | None) -> "KeyRing":
         """A copy that also knows ``party`` (a client added after start)."""

@@ -88,3 +88,17 @@ def test_a_span_beyond_the_participants_is_refused():
 
     with pytest.raises(ValueError, match="span 3"):
         spread_transfer(random.Random(1), [("db-0", "a"), ("db-1", "b")], 3, 5)
+
+
+def test_the_bank_opens_in_one_participant_transactions_of_at_most_max_ops_puts():
+    from collections import Counter
+
+    from actors.loadgen import BALANCE, bank_setup_ops
+
+    accounts = [(p, f"acct:{i}") for p in ("db-0", "db-1") for i in range(130)]
+    op_lists = bank_setup_ops(accounts, max_ops=64)
+    assert len(op_lists) == 2 * 3  # 64 + 64 + 2 per participant
+    assert all(len(ops) <= 64 and len({op.participant for op in ops}) == 1 for ops in op_lists)
+    opened = Counter((op.participant, op.key) for ops in op_lists for op in ops)
+    assert opened == Counter(accounts)  # every account exactly once
+    assert {(op.kind, op.value) for ops in op_lists for op in ops} == {("put", BALANCE)}

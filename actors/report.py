@@ -1,0 +1,77 @@
+"""What a load run reports: per-party cost counters summed over the cluster, and the run's summary
+(outcome counts, txn/s, latency percentiles, costs per committed transaction, a timeline).
+
+One definition for every driver: ``Cluster.run_load`` (``actors.loadrun``), the Ray benchmark
+(``benchmarks.bench_ray``) and the soak (``benchmarks.soak``). Costs are the differences of the
+parties' host counters (``actors.host.Host.stats``) between two snapshots, divided by the
+committed transactions: machine-independent figures, not wall-clock ones.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+
+COST_KEYS = ("calls_out", "messages_out", "bytes_out", "fsyncs", "crypto_sign", "crypto_verify",
+             "crypto_mac", "crypto_mac_checked", "cpu_s")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return round(values[min(len(values) - 1, int(q * len(values)))], 1)
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def party_totals(statuses: list[dict]) -> dict:
+    out = {k: sum(s.get("host", {}).get(k, 0) for s in statuses) for k in COST_KEYS}
+    timing = collections.defaultdict(lambda: [0, 0.0])
+    for st in statuses:
+        for k, v in st.get("host", {}).get("timing", {}).items():
+            timing[k][0] += v["count"]
+            timing[k][1] += (v["mean_ms"] or 0) * v["count"]
+    out["timing"] = dict(timing)
+    out["view_changes"] = max((s.get("host", {}).get("out:ViewChanged", 0) for s in statuses), default=0)
+    out["by_party"] = {s["id"]: {k: s.get("host", {}).get(k, 0) for k in ("cpu_s", "calls_out", "fsyncs")}
+                       for s in statuses if "id" in s}
+    return out
+
+
+def all_statuses(cluster, generators) -> list[dict]:
+    """Every party's status: the cluster's (replicas, participants, client actors) and the load
+    generators' (they are no parties of ``cluster.status``)."""
+    import ray
+
+    st = cluster.status()
+    parties = [*st["replicas"], *st["participants"].values(), *st["clients"].values()]
+    return parties + ray.get([g.status.remote() for g in generators], timeout=30)
+
+
+def summarise(records: list[dict], elapsed: float, t0_ns: int, before: dict, after: dict) -> dict:
+    committed = [r for r in records if r["status"] == "ok"]
+    aborted = [r for r in records if r["status"] == "fail"]
+    lat = sorted((r["end_ns"] - r["start_ns"]) / 1e6 for r in committed)
+    n = max(1, len(committed))
+    timeline = collections.Counter(int((r["end_ns"] - t0_ns) / 5e8) for r in committed)
+    return {
+        "elapsed_s": round(elapsed, 2), "submitted": len(records), "committed": len(committed),
+        "aborted": len(aborted), "unknown": sum(r["status"] == "info" for r in records),
+        "committed_per_s": round(len(committed) / elapsed, 2),
+        "abort_rate": round(len(aborted) / max(1, len(records)), 3),
+        "abort_reasons": dict(collections.Counter(str(r["reason"]) for r in aborted).most_common(5)),
+        "latency_ms": {"p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9), "p95": percentile(lat, 0.95),
+                       "p99": percentile(lat, 0.99)},
+        "per_committed": {k: round((after[k] - before[k]) / n, 3) for k in COST_KEYS},
+        "per_committed_by_party": {p: {k: round((v[k] - before["by_party"].get(p, {}).get(k, 0)) / n, 4) for k in v}
+                                   for p, v in after["by_party"].items()},
+        "view_changes": after["view_changes"] - before["view_changes"],
+        "timing_mean_ms": {k: round((c - before["timing"].get(k, [0, 0.0])[1]) / (n_ - before["timing"].get(k, [0, 0.0])[0]), 2)
+                           for k, (n_, c) in after["timing"].items() if n_ > before["timing"].get(k, [0, 0.0])[0]},
+        "timeline": [[i / 2, timeline.get(i, 0) * 2] for i in range(int(elapsed * 2) + 1)],  # (s, txn/s)
+    }
