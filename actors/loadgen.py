@@ -84,15 +84,20 @@ class MuxCore:
     """Many transaction-client cores behind one ``Node``: the core of a load-generator actor.
 
     ``receive_for(dest, ...)`` hands a message to the logical client it was sent to; ``tick``
-    ticks every client (at most every ``tick_every_ms``: a client's only timer is its retry,
-    hundreds of ms); ``take_ready`` merges what the clients that did something want done.
+    ticks the clients with a request outstanding (at most every ``tick_every_ms``: a client's only
+    timer is its retry, hundreds of ms; an idle client has nothing to time, and its clock is
+    brought up to date when it submits); ``take_ready`` merges what the clients that did
+    something want done. Ticking and draining all 512 clients every 20 ms was a fifth of the
+    load generator's CPU at the peak (py-spy).
     """
 
-    def __init__(self, node_id: str, clients: dict[str, Any], tick_every_ms: int = 20) -> None:
+    def __init__(self, node_id: str, clients: dict[str, Any], tick_every_ms: int = 100) -> None:
         self.node_id = node_id
         self.clients = clients
         self.tick_every_ms = tick_every_ms
         self._dirty: set[str] = set()
+        self._active: set[str] = set()  # clients with a request outstanding (as of their last tick)
+        self._now = 0
         self._last_tick = -tick_every_ms
         self.unroutable = 0
 
@@ -109,16 +114,22 @@ class MuxCore:
 
     def submit(self, client: str, ops: list[Op]) -> str:
         core = self.clients[client]
+        core.tick(self._now)  # its retry clock starts now, not at its last tick
         self._dirty.add(client)
+        self._active.add(client)
         return core.txn_id(core.submit(ops))
 
     def tick(self, now_ms: int) -> None:
+        self._now = max(self._now, now_ms)
         if now_ms - self._last_tick < self.tick_every_ms:
             return
         self._last_tick = now_ms
-        for name, client in self.clients.items():
+        for name in list(self._active):
+            client = self.clients[name]
             client.tick(now_ms)
-        self._dirty.update(self.clients)
+            self._dirty.add(name)
+            if not client.outstanding:
+                self._active.discard(name)
 
     def take_ready(self):
         from dtm_ray.node import Ready

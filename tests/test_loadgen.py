@@ -102,3 +102,27 @@ def test_the_bank_opens_in_one_participant_transactions_of_at_most_max_ops_puts(
     opened = Counter((op.participant, op.key) for ops in op_lists for op in ops)
     assert opened == Counter(accounts)  # every account exactly once
     assert {(op.kind, op.value) for ops in op_lists for op in ops} == {("put", BALANCE)}
+
+
+def test_mux_core_ticks_only_clients_with_a_request_outstanding_and_a_late_submit_does_not_retry_at_once():
+    cfg = ClusterConfig(f=1, clients=tuple(client_names("lg0", 3)), client_retry_ms=400)
+    rings = generate_keys(list(cfg.parties), seed=6)
+    pbft = cfg.pbft_config()
+    clients = {c: TxnClient(c, pbft, KeyRing.from_dict(client_ring(rings[c].to_dict(), list(cfg.replicas))))
+               for c in cfg.clients}
+    ticked = []
+    for name, client in clients.items():
+        original = client.tick
+        client.tick = lambda now, name=name, original=original: (ticked.append(name), original(now))
+    mux = MuxCore("lg0", clients, tick_every_ms=100)
+    a, b, c = cfg.clients
+    mux.tick(0)
+    assert ticked == []  # nobody has anything outstanding: nothing to time
+    mux.tick(10_000)  # a long idle stretch, then a submit: its retry clock starts now
+    mux.submit(a, [Op.put("db-0", "k", 1)])
+    mux.take_ready()
+    ticked.clear()
+    mux.tick(10_100)
+    assert ticked == [a] and not mux.take_ready().send_now  # ticked, and not resent after 100 ms
+    mux.tick(10_500)
+    assert len(mux.take_ready().send_now) == len(cfg.replicas)  # after client_retry_ms: to every replica
