@@ -313,5 +313,7 @@ def build_txn_world(seed: int, n: int = 4, *, clients: int = 20, participants: d
         sim.add_node(name, lambda storage, name=name, kind=kind: participant_class(
             name, kind, txn_config, keys[name], storage))
     for c in client_ids:
-        sim.add_node(c, lambda storage, c=c: TxnClient(c, config, keys[c]), tick_ms=client_tick_ms)
+        # each client's own generator (the busy backoff's jitter), seeded from the run's seed
+        sim.add_node(c, lambda storage, c=c: TxnClient(c, config, keys[c], rng=random.Random(f"{seed}/{c}")),
+                     tick_ms=client_tick_ms)
     return world
