@@ -218,7 +218,8 @@ def overload(seed: int, clients: int, txns_per_client: int, bound: int = BOUND) 
                             pbft={"batch_size": 100, "checkpoint_interval": 16, "watermark_window": 64,
                                   "view_change_timeout_ms": 400, "client_retry_ms": 400,
                                   "max_waiting_requests": bound},
-                            txn={"vote_timeout_ms": 2_000})  # TxnConfig's default
+                            txn={"vote_timeout_ms": 2_000},  # TxnConfig's default
+                            client_pair_keys=False)
     peaks = {"pending": 0, "waiting": 0}
 
     def sample(sim) -> None:
@@ -267,8 +268,8 @@ def check_admitted_not_collapsed(seed: int, clients: int, txns_per_client: int) 
     assert loaded.max_pending <= BOUND and loaded.max_waiting_primary <= BOUND, loaded
     assert loaded.busy_sent > 0 and loaded.backoffs > 0, f"the bound was never reached: {loaded}"
     # a request is forwarded by the backup it was first sent to, and by each backup once per
-    # retransmission: at most n-1 = 3 per send, and far fewer with clients backing off
-    assert loaded.forwards <= 2 * loaded.submitted, loaded
+    # retransmission (n-1 = 3 per resend to all): clients that back off keep it below one per request
+    assert loaded.forwards <= loaded.submitted, f"more forwards than requests: {loaded}"
     assert loaded.goodput >= 0.8 * peak.goodput, f"throughput fell to {loaded.goodput} of {peak.goodput}: {loaded}"
 
 
