@@ -1,6 +1,7 @@
 """Simulator-only throughput and costs of 2-participant transfers (2PC on the PBFT log).
 
     python -m benchmarks.sim_txn [--txns N] [--clients C [C ...]] [--cache]
+        [--max-waiting B] [--vote-timeout-ms T] [--timeouts-ms T]
 
 (several ``--clients`` values sweep the load: CPU per transaction should stay flat.)
 
@@ -26,7 +27,7 @@ import json
 import time
 
 from dtm_ray.crypto import CRYPTO_OPS
-from dtm_ray.pbft.events import Executed
+from dtm_ray.pbft.events import Executed, ViewChanged
 from dtm_ray.sim.txn_world import build_txn_world
 from dtm_ray.txn.ops import Op
 
@@ -57,18 +58,23 @@ CLIENT_TICK_MS = 500  # clients resend after client_retry_ms (5 s): ticking idle
 
 
 def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait_ms: int = 2, seed: int = 1,
-            auth: str = "hmac") -> dict:
+            auth: str = "hmac", max_waiting: int | None = None, vote_timeout_ms: int = 5_000,
+            timeouts_ms: int = 5_000) -> dict:
+    pbft = {"batch_size": batch, "batch_wait_ms": batch_wait_ms, "checkpoint_interval": 16, "watermark_window": 64,
+            "view_change_timeout_ms": timeouts_ms, "client_retry_ms": timeouts_ms, "auth_scheme": auth}
+    if max_waiting is not None:
+        pbft["max_waiting_requests"] = max_waiting
     world = build_txn_world(seed, n, clients=clients, participants={"db-0": "kv", "db-1": "kv"},
-                            client_tick_ms=CLIENT_TICK_MS,
-                            pbft={"batch_size": batch, "batch_wait_ms": batch_wait_ms, "checkpoint_interval": 16, "watermark_window": 64,
-                                  "view_change_timeout_ms": 5_000, "client_retry_ms": 5_000, "auth_scheme": auth},
-                            txn={"vote_timeout_ms": 5_000})
+                            client_tick_ms=CLIENT_TICK_MS, pbft=pbft, txn={"vote_timeout_ms": vote_timeout_ms},
+                            client_pair_keys=False)
     world.verify_cache.enabled = cache
     per_client = max(1, txns // clients)
     macs_before = CRYPTO_OPS["mac"]
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     world.start(TransferWorkload(), per_client)
+    peak_pending = sample_pending(world)
     done = world.sim.run_until(world.done, 600_000)
+    answered_ms = world.sim.now_ms
     cpu = time.process_time() - start_cpu
     wall = time.perf_counter() - start_wall
     world.sim.run_until(world.quiescent, 60_000)  # the last decisions reach the participants
@@ -90,6 +96,38 @@ def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait
         "verifications_per_txn": round((vc.verifications + vc.hits) / committed, 2) if committed else None,
         "macs_per_txn": round((CRYPTO_OPS["mac"] - macs_before) / committed, 2) if committed else None,  # HMACs made + checked
         "db1_total": sum(world.sim.node("db-1").state().values()),
+        **admission_figures(world, peak_pending, committed, answered_ms),
+    }
+
+
+def sample_pending(world, every_ms: int = 20) -> dict:
+    """The most requests waiting at any replica (``requests_waiting``), sampled every ``every_ms``."""
+    peak = {"waiting": 0}
+
+    def sample(sim) -> None:
+        peak["waiting"] = max([peak["waiting"]] + [sim.node(r).requests_waiting() for r in world.replicas])
+        if not world.done():
+            sim.schedule(sim.now_ms + every_ms, sample)
+
+    world.sim.schedule(world.sim.now_ms, sample)
+    return peak
+
+
+def admission_figures(world, peak_pending: dict, committed: int, answered_ms: int) -> dict:
+    """Admission control (``dtm_ray.pbft.admission``): the bound, how high the queue got, BUSY
+    answers, client back-offs, forwards, view changes; committed per simulated second."""
+    admission = [world.sim.node(r).status()["admission"] for r in world.replicas]
+    return {
+        "max_waiting_requests": world.config.max_waiting_requests,
+        "waiting_high_water_sampled": peak_pending["waiting"],
+        "waiting_high_water": max(a["high_water"] for a in admission),
+        "refused_busy": sum(a["refused_busy"] for a in admission),
+        "busy_sent": sum(a["busy_sent"] for a in admission),
+        "client_backoffs": sum(world.sim.node(c).core.busy_backoffs for c in world.clients),
+        "forwards": sum(a["forwarded"] for a in admission),
+        "forwards_suppressed": sum(a["forwards_suppressed"] for a in admission),
+        "view_changes": sum(1 for o in world.sim.outputs if isinstance(o.output, ViewChanged)),
+        "committed_per_virtual_s": round(committed * 1000 / answered_ms, 1) if answered_ms else None,
     }
 
 
@@ -103,8 +141,15 @@ def main() -> None:
                         help="how long the primary waits to fill a batch (virtual ms)")
     parser.add_argument("--auth", choices=("hmac", "ed25519"), default="hmac",
                         help="client request authentication (hmac: the default of PbftConfig)")
+    parser.add_argument("--max-waiting", type=int, default=None,
+                        help="PbftConfig.max_waiting_requests, the admission bound (default: the config's)")
+    parser.add_argument("--vote-timeout-ms", type=int, default=5_000,
+                        help="TxnConfig.vote_timeout_ms (its default is 2000)")
+    parser.add_argument("--timeouts-ms", type=int, default=5_000,
+                        help="view_change_timeout_ms and client_retry_ms")
     args = parser.parse_args()
-    runs = [measure(n, clients, args.txns, args.cache, 100, wait, auth=args.auth)
+    runs = [measure(n, clients, args.txns, args.cache, 100, wait, auth=args.auth, max_waiting=args.max_waiting,
+                    vote_timeout_ms=args.vote_timeout_ms, timeouts_ms=args.timeouts_ms)
             for clients in args.clients for n in args.n for wait in args.batch_wait_ms]
     print(json.dumps({"benchmark": "sim_txn", "workload": "2-participant transfers", "runs": runs}, indent=2))
 

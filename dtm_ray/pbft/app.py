@@ -80,6 +80,9 @@ class App(Protocol):
     # Optional: ``take_events() -> list`` (observations for the host, e.g. the transaction layer's
     # audit events; an ``Evidence`` among them is recorded and counted by the replica). An app
     # without it (KvApp) reports none: see ``take_events`` below, which the replica calls.
+    # Optional: ``open_requests() -> int``, how many executed client requests still wait for
+    # their reply (a transaction waits for its DECIDE): they count against the replica's
+    # admission bound (``intake``) like requests not ordered yet. Without it: 0.
 
 
 def take_events(app: object) -> list[Any]:
@@ -87,3 +90,9 @@ def take_events(app: object) -> list[Any]:
     not implement the optional ``take_events``)."""
     method = getattr(app, "take_events", None)
     return method() if method is not None else []
+
+
+def open_requests(app: object) -> int:
+    """How many executed requests of ``app`` still wait for their reply (0 if it does not say)."""
+    method = getattr(app, "open_requests", None)
+    return method() if method is not None else 0

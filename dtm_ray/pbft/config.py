@@ -39,6 +39,10 @@ class PbftConfig:
     client_retry_ms: int = 400  # a client resends to all replicas after this
     status_interval_ms: int = 1000  # an idle replica tells its peers where it stands this often (0: never)
     max_request_bytes: int = 64 * 1024
+    # Admission: at most this many client requests wait at a replica (taken in and not answered:
+    # not ordered yet, or executed and waiting for the App's reply); beyond it a request gets a
+    # MAC'd BUSY and its client backs off (``intake``), so latency grows with a bounded queue.
+    max_waiting_requests: int = 10_000
     # A PRE-PREPARE's entries together cost at most this (``batch_item_bytes``): far below the
     # decoder's 4 MiB field limit, so a batch of large entries is cut early instead of growing
     # past what any replica can decode.
@@ -66,7 +70,7 @@ class PbftConfig:
         if len(set(self.replicas)) != n:
             raise ConfigError("replica ids must be distinct")
         for name in ("batch_size", "checkpoint_interval", "watermark_window",
-                     "view_change_timeout_ms", "client_retry_ms", "max_request_bytes"):
+                     "view_change_timeout_ms", "client_retry_ms", "max_request_bytes", "max_waiting_requests"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:

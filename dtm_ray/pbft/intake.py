@@ -7,6 +7,11 @@ itself). A PRE-PREPARE is checked request by request with the same ``_admit``; o
 the App (a proposal not valid here yet, ``Verdict.WAIT``) is *held* in its slot and re-checked
 only after the App moved (see ``_retry_held``).
 
+Admission (``dtm_ray.pbft.admission``): a new request is kept only while fewer than
+``max_waiting_requests`` wait here (pending, or executed and awaiting the App's reply; a backup
+stops a little earlier than the primary); otherwise its client gets a MAC'd BUSY and backs off.
+A backup forwards a request it keeps at most once per ``retransmit_ms``.
+
 Work per request is O(1): ``queued`` is the primary's queue (pending and in no pre-prepare of
 this view, in arrival order), so cutting a batch takes its head instead of filtering every
 pending request; ``waiting_requests`` is in arrival order too, so the oldest waiter, which the
@@ -15,7 +20,7 @@ stamped with a clock that never goes back: a deadline heap would only ever pop i
 
 Shared state it owns (set up by ``_init_intake``): ``pending``, ``pending_per_client``,
 ``queued``, ``_admitted``, ``waiting_requests`` (request -> first seen here), ``held_seqs``,
-``_refusals``. It uses the replica's ``clients`` table (replays), ``inflight``, ``view``,
+``_refusals``, ``admission``. It uses the replica's ``clients`` table (replays), ``inflight``, ``view``,
 ``primary`` and ``_reject``.
 """
 
@@ -27,16 +32,17 @@ from itertools import chain
 from dtm_ray.crypto import Envelope, seal_mac
 from dtm_ray.errors import RemoteProtocolError
 from dtm_ray.limits import TokenBucket
+from dtm_ray.pbft.admission import Admission
 from dtm_ray.pbft.admitted import AdmittedCache
-from dtm_ray.pbft.app import Verdict
+from dtm_ray.pbft.app import Verdict, open_requests
 from dtm_ray.pbft import authdefence
 from dtm_ray.pbft.config import batch_item_bytes
 from dtm_ray.pbft.log import Slot
-from dtm_ray.pbft.messages import BadAuthenticator, PrePrepare, Reply, Request, open_request
+from dtm_ray.pbft.messages import BadAuthenticator, Busy, PrePrepare, Reply, Request, open_request
 from dtm_ray.wire import decode
 
 
-MAX_PENDING = 10_000  # requests remembered while waiting to be ordered
+MAX_PENDING = 10_000  # the default of PbftConfig.max_waiting_requests (the bound is the config's)
 MAX_PENDING_PER_CLIENT = 16
 REFUSALS_PER_S, REFUSAL_BURST = 10, 10  # refusal replies per client: a refused flood is no amplifier
 
@@ -52,6 +58,7 @@ class RequestIntake:
         self.held_seqs: set[int] = set()  # slots holding a pre-prepare for the App
         self._held_stale = False  # the App moved since held pre-prepares were last re-checked
         self._refusals = TokenBucket(REFUSALS_PER_S, REFUSAL_BURST)  # keyed by (authenticated) client
+        self.admission = Admission(self.config.max_waiting_requests, len(self.config.clients or ()))
 
     def _admit(self, payload: bytes, env: Envelope) -> tuple[Request, str | None]:
         """Authenticate a client request and ask the App about it: (request, refusal or None).
@@ -89,24 +96,43 @@ class RequestIntake:
             self._refuse_authenticator(req.client, req.request_id)
             return
         key = (req.client, req.request_id)
-        if key not in self.pending:
-            if len(self.pending) >= MAX_PENDING or self.pending_per_client[req.client] >= MAX_PENDING_PER_CLIENT:
-                self._reject(req.client, "too many pending requests")
-                return
-            self.pending[key] = payload
-            self.pending_per_client[req.client] += 1
-            self._admitted.add(payload, req)
-            if key not in self.inflight:
-                self.queued[key] = payload
-                self.queued_bytes += batch_item_bytes(payload)
+        if key not in self.pending and not self._keep(key, req, payload):
+            return
         self.waiting_requests.setdefault(key, self.now)
-        if not self.is_primary:
+        if not self.is_primary and self.admission.may_forward(key, self.now, self.retransmit_ms):
             self._out.send(self.primary, payload, after_persist=False)  # the client's own envelope
+
+    def _keep(self, key: tuple[str, int], req: Request, payload: bytes) -> bool:
+        """Remember a new request as pending, if the admission bound and the client's share
+        leave room; otherwise refuse it (a BUSY to the client when the bound is reached)."""
+        if self.pending_per_client[req.client] >= MAX_PENDING_PER_CLIENT:
+            self._reject(req.client, "too many pending requests")  # an honest client has one at a time
+            return False
+        waiting = self.requests_waiting()
+        if not self.admission.room(waiting, self.is_primary):
+            if self.admission.refuse(req.client, self.now) and req.client in self.keys.mac_keys:
+                busy = Busy(self.view, req.client, req.request_id)  # depends on no write: may leave now
+                self._out.send(req.client, seal_mac(self.keys, req.client, busy), after_persist=False)
+            return False
+        self.pending[key] = payload
+        self.pending_per_client[req.client] += 1
+        self._admitted.add(payload, req)
+        if key not in self.inflight:
+            self.queued[key] = payload
+            self.queued_bytes += batch_item_bytes(payload)
+        self.admission.admitted(waiting + 1)
+        return True
+
+    def requests_waiting(self) -> int:
+        """Client requests taken in here and not answered: pending, or executed and waiting for
+        the App's reply. The admission bound holds this below ``max_waiting_requests``."""
+        return len(self.pending) + open_requests(self.app)
 
     def _forget_pending(self, key: tuple[str, int]) -> None:
         dropped = self.queued.pop(key, None)
         if dropped is not None:
             self.queued_bytes -= batch_item_bytes(dropped)
+        self.admission.forget(key)
         if self.pending.pop(key, None) is not None:
             self.pending_per_client[key[0]] -= 1
             if not self.pending_per_client[key[0]]:

@@ -300,3 +300,13 @@ class AuthRefusal(Message, tag=39):
     view: int
     client: str
     request_id: int
+
+
+class Busy(Message, tag=29):
+    """MAC'd to a client: "too many requests wait here: retry later" (``intake``'s admission
+    bound). Advisory, never ordered: the client backs off once f+1 replicas (or the primary) said
+    it, and a faulty replica alone can only make its own copy of the request wait."""
+
+    view: int
+    client: str
+    request_id: int

@@ -248,6 +248,7 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
             "high_watermark": self.log.high,
             "log_entries": len(self.log),
             "pending_requests": len(self.pending),
+            "admission": self.admission.status(self.requests_waiting()),  # bound, BUSY, forwards
             "view_change_timeout_ms": self._timeout_ms(),
             "batch_latency_ms": round(self.latency_ewma_ms, 1),
             "state_transfer_target": self.state_target,

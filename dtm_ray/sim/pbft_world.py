@@ -156,7 +156,7 @@ def build_world(seed: int, n: int = 4, *, clients: int = 2, network: NetworkConf
     for r in config.replicas:
         sim.add_node(r, lambda storage, r=r: Replica(r, config, keys[r], kvapp.KvApp(), storage))
     for c in client_ids:
-        sim.add_node(c, lambda storage, c=c: ClientCore(c, config, keys[c]))
+        sim.add_node(c, lambda storage, c=c: ClientCore(c, config, keys[c], rng=random.Random(f"{seed}/{c}")))
     return world
 
 

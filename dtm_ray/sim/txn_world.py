@@ -22,6 +22,9 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from dtm_ray.checks import Anomaly
 from dtm_ray.checks.atomicity import check_atomicity
 from dtm_ray.checks.bank import check_bank
@@ -285,13 +288,36 @@ class TxnWorld:
         return {p: self.sim.node(p).status() for p in self.replicas + self.participants if self.sim.alive(p)}
 
 
+def client_server_keys(servers: list[str], clients: list[str], seed: int) -> dict[str, KeyRing]:
+    """Key rings where clients share MAC keys with the servers (replicas, participants) only:
+    clients never talk to each other, and ``generate_keys``' key per pair of parties is
+    quadratic (12.5 million keys, half a minute, for 5,000 clients). Reproducible from ``seed``."""
+    keys = generate_keys(servers, seed=seed)
+    rng = random.Random(f"{seed}/client-keys")
+    secret = {c: rng.getrandbits(256).to_bytes(32, "big") for c in clients}
+    public = dict(keys[servers[0]].public_keys)
+    public.update({c: Ed25519PrivateKey.from_private_bytes(k).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+                   for c, k in secret.items()})
+    macs = {s: dict(keys[s].mac_keys) for s in servers}
+    out = {}
+    for c in clients:
+        mine = {s: rng.getrandbits(256).to_bytes(32, "big") for s in servers}
+        for s, k in mine.items():
+            macs[s][c] = k
+        out[c] = KeyRing(c, secret[c], public, mine)
+    out.update({s: KeyRing(s, keys[s].signing_key, public, macs[s]) for s in servers})
+    return out
+
+
 def build_txn_world(seed: int, n: int = 4, *, clients: int = 20, participants: dict[str, str] | None = None,
                     network: NetworkConfig | None = None, verify_cache: bool = True, tick_ms: int = 10,
                     pbft: dict | None = None, txn: dict | None = None, client_tick_ms: int | None = None,
-                    participant_class: type = Participant, app_class: type = CoordinatorApp) -> TxnWorld:
+                    participant_class: type = Participant, app_class: type = CoordinatorApp,
+                    client_pair_keys: bool = True) -> TxnWorld:
     """``client_tick_ms``: how often clients tick (default ``tick_ms``); a client's timer only
     resends after ``client_retry_ms``, so a coarser tick costs no behaviour, and spares a
-    simulation of thousands of idle clients most of its events."""
+    simulation of thousands of idle clients most of its events. ``client_pair_keys=False``:
+    no keys between clients (``client_server_keys``), for runs of thousands of clients."""
     participants = participants or dict(DEFAULT_PARTICIPANTS)
     config = replace(small_config(n), batch_size=32, checkpoint_interval=8, watermark_window=32,
                      view_change_timeout_ms=400, client_retry_ms=400)
@@ -301,7 +327,10 @@ def build_txn_world(seed: int, n: int = 4, *, clients: int = 20, participants: d
     client_ids = tuple(f"c{i}" for i in range(clients))
     if config.clients is None:
         config = replace(config, clients=frozenset(client_ids))  # only they may submit
-    keys = generate_keys([*config.replicas, *participants, *client_ids], seed=seed)
+    if client_pair_keys:
+        keys = generate_keys([*config.replicas, *participants, *client_ids], seed=seed)
+    else:
+        keys = client_server_keys([*config.replicas, *participants], list(client_ids), seed)
     cache = VerifyCache() if verify_cache else None
     if cache is not None:
         keys = {p: caching(k, cache) for p, k in keys.items()}
@@ -313,5 +342,7 @@ def build_txn_world(seed: int, n: int = 4, *, clients: int = 20, participants: d
         sim.add_node(name, lambda storage, name=name, kind=kind: participant_class(
             name, kind, txn_config, keys[name], storage))
     for c in client_ids:
-        sim.add_node(c, lambda storage, c=c: TxnClient(c, config, keys[c]), tick_ms=client_tick_ms)
+        # each client's own generator (the busy backoff's jitter), seeded from the run's seed
+        sim.add_node(c, lambda storage, c=c: TxnClient(c, config, keys[c], rng=random.Random(f"{seed}/{c}")),
+                     tick_ms=client_tick_ms)
     return world

@@ -7,10 +7,14 @@ aborted result and the reason when they refuse it before ordering (policy, unkno
 op, too large: ``CoordinatorApp.refusal_result``); the PBFT client accepts either only on f+1
 matching replies, and this client turns that result into a ``TxnResult`` in
 ``take_ready().outputs``. Requests of one client are handled one at a time, in order (the PBFT
-client's rule); run several clients for concurrency.
+client's rule); run several clients for concurrency. A cluster at its admission bound answers
+BUSY and the PBFT client backs off (``dtm_ray.pbft.client``), so the transaction waits longer
+instead of being refused: BUSY never becomes a result.
 """
 
 from __future__ import annotations
+
+import random
 
 from dtm_ray.crypto import KeyRing
 from dtm_ray.errors import DecodeError
@@ -24,10 +28,11 @@ from dtm_ray.wire import decode, encode
 
 
 class TxnClient:
-    def __init__(self, client_id: str, pbft: PbftConfig, keys: KeyRing, first_request_id: int = 1) -> None:
+    def __init__(self, client_id: str, pbft: PbftConfig, keys: KeyRing, first_request_id: int = 1,
+                 rng: random.Random | None = None) -> None:
         self.node_id = client_id
         self.config = pbft
-        self.core = ClientCore(client_id, pbft, keys, first_request_id)
+        self.core = ClientCore(client_id, pbft, keys, first_request_id, rng)  # rng: the busy backoff's jitter
 
     def submit(self, ops: list[Op]) -> int:
         """Send a transaction; returns its request id (its txn id is ``txn_id_of(client, id)``)."""

@@ -460,6 +460,11 @@ class CoordinatorApp:
         events, self._events = self._events, []
         return events
 
+    def open_requests(self) -> int:
+        """Transactions ordered and not decided yet: their clients still wait (the replica's
+        admission bound counts them, so a queue of undecided transactions cannot outgrow it)."""
+        return len(self._pending)
+
     def status(self) -> dict:
         return {
             "pending": len(self._pending), "in_flight": len(self._delivery.unacked),
