@@ -38,8 +38,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rich.live import Live
 from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -101,9 +101,11 @@ GENERATOR = "lg0"  # the load generator's party id; its logical clients are "lg0
 
 
 def load_client_names(count: int) -> list[str]:
-    from actors.loadgen_actor import client_names
+    """As ``actors.loadgen_actor.client_names``, without importing Ray: Ray reads its auth mode
+    when imported, and ``run`` sets that mode only just before it starts the cluster."""
+    from actors.names import MUX
 
-    return client_names(GENERATOR, count)
+    return [f"{GENERATOR}{MUX}c{i}" for i in range(count)]
 
 
 def with_load_clients(cfg: ClusterConfig, count: int) -> ClusterConfig:

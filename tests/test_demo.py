@@ -80,8 +80,11 @@ def test_each_phase_of_the_attack_gets_its_own_rate():
 def test_the_load_clients_are_declared_after_the_configured_ones():
     from dtm_ray.config import ClusterConfig
 
+    from actors.loadgen_actor import client_names
+
     cfg = demo.with_load_clients(ClusterConfig(clients=("alice",)), 3)
     assert cfg.clients == ("alice", "lg0..c0", "lg0..c1", "lg0..c2")
+    assert cfg.clients[1:] == tuple(client_names(demo.GENERATOR, 3))  # the names its generator gives them
 
 
 def test_whole_bank_reads_only_while_the_bank_fits_in_one_transaction():
