@@ -147,7 +147,8 @@ def test_latency_percentiles():
 def test_demo_end_to_end(tmp_path):
     """The main job as a user runs it (short): exit 0, the verdict, the plot."""
     plot = tmp_path / "demo.png"
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", DTM_RAY_HOME=str(tmp_path / "home"))
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", DTM_RAY_HOME=str(tmp_path / "home"),
+               COLUMNS="200")  # the summary table unwrapped, so that its lines can be matched
     env.pop("DTM_RAY_FORBID_START", None)
     proc = subprocess.run([sys.executable, "-m", "dtm_ray.cli", "demo", "--duration", "15", "--plain",
                            "--load-clients", "8", "--accounts", "4",
