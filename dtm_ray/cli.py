@@ -141,7 +141,10 @@ def build_parser() -> Parser:
                       help="length of the load; the fault timeline scales with it (default 40)")
     demo.add_argument("--out", default="out/dtm-ray-demo.png", metavar="PLOT.png",
                       help="where to write the throughput plot (default out/dtm-ray-demo.png)")
-    demo.add_argument("--load-clients", type=int, default=3, metavar="K", help="clients submitting (default 3)")
+    demo.add_argument("--load-clients", type=int, default=256, metavar="K",
+                      help="logical clients of the load generator (default 256)")
+    demo.add_argument("--accounts", type=int, default=2000, metavar="K",
+                      help="bank accounts per kv participant (default 2000)")
     demo.add_argument("--seed", type=int, default=1, help="seed of the workload and the attack (default 1)")
     demo.add_argument("--plain", action="store_true", help="plain progress lines instead of the live view")
     demo.add_argument("--snapshot", metavar="FILE", help="save a text capture of the live view during the attack")
@@ -278,12 +281,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--duration must be > 0 seconds, got {args.duration}")
     if args.load_clients < 1:
         raise ConfigError(f"--load-clients must be >= 1, got {args.load_clients}")
+    if args.accounts < 2:
+        raise ConfigError(f"--accounts must be >= 2, got {args.accounts}")
     # the demo's own defaults (below a file, the environment and flags): quiet actor logs, and a
     # view-change timer that a loaded laptop's latency does not trip without a fault (n = 7 stalls
     # in cascading view changes at 500 ms on a busy 2-core machine)
     cfg = resolve_config(args, log_level="WARNING", view_change_timeout_ms=DEMO_VIEW_CHANGE_TIMEOUT_MS)
     options = demo.DemoOptions(duration_s=args.duration, out=args.out, load_clients=args.load_clients,
-                               seed=args.seed, live=False if args.plain else None, snapshot=args.snapshot)
+                               accounts_per_participant=args.accounts, seed=args.seed,
+                               live=False if args.plain else None, snapshot=args.snapshot)
     report = demo.run(cfg, options)
     return report.exit_code
 

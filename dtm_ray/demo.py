@@ -3,12 +3,16 @@ checked.
 
 The story it tells, on a timeline proportional to ``duration_s`` (the load's length):
 
-    0%   healthy: clients move money between accounts on two kv participants
+    0%   healthy: ~256 clients move money between thousands of accounts on two kv participants
     20%  the primary turns Byzantine and EQUIVOCATES (different pre-prepares to different backups)
     40%  it is healed (the cluster has meanwhile exposed it and changed view)
     50%  a backup CRASHES (killed: its actor is gone)
     65%  it RESTARTS from its RocksDB directory and catches up
     100% the load stops; decisions drain; the invariants are checked
+
+The load is one load-generator actor (``actors.loadgen_actor``) whose logical clients are
+declared in the cluster's configuration; its records, returned when the load ends, feed the
+checks, the summary (txn/s overall and per phase of the attack) and the plot.
 
 At no moment are more than ``f`` replicas faulty, so every invariant must hold: money is neither
 created nor destroyed and every committed read sees the right total (``checks.bank``); no
@@ -23,24 +27,25 @@ cluster is shut down either way).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
-import random
 import re
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from dtm_ray.config import ClusterConfig
 from dtm_ray.errors import ConfigError
-from dtm_ray.watch import LoadCounters, current_view, one_line, render
+from dtm_ray.watch import current_view, one_line, render
 
 VERDICT_OK = "verdict: invariants held"
 VERDICT_BROKEN = "verdict: INVARIANTS BROKEN"
@@ -64,11 +69,11 @@ def verdict_line(anomalies: list[str]) -> str:
 class DemoOptions:
     duration_s: float = 40.0  # the load (the timeline scales with it); startup and checks add to it
     out: str = "out/dtm-ray-demo.png"
-    load_clients: int = 3
-    accounts_per_participant: int = 4
+    load_clients: int = 256  # logical clients of the one load generator (closed loop)
+    accounts_per_participant: int = 2000  # many accounts: little contention, a setup of ~63 transactions
     balance: int = 100
     seed: int = 1
-    submit_timeout_s: float = 15.0
+    submit_timeout_s: float = 30.0  # rides out a view change (a timed-out logical client is retired)
     live: bool | None = None  # None: a live view when stdout is a terminal, plain lines otherwise
     snapshot: str | None = None  # write a text capture of the live view in the middle of the attack
 
@@ -89,74 +94,110 @@ class DemoReport:
 
 
 # ---------------------------------------------------------------------------------------------
-# The load: one thread per client, recording every transaction as the checkers want it
+# The load: one load-generator actor driving many logical clients (``actors.loadgen_actor``)
 
 
-class BankLoad:
-    """Closed-loop bank transfers (and whole-bank reads) from a few clients, until ``stop``."""
+GENERATOR = "lg0"  # the load generator's party id; its logical clients are "lg0..c<i>"
 
-    def __init__(self, cluster: Any, clients: list[str], accounts: list[tuple[str, str]],
-                 options: DemoOptions, t0: float) -> None:
+
+def load_client_names(count: int) -> list[str]:
+    """As ``actors.loadgen_actor.client_names``, without importing Ray: Ray reads its auth mode
+    when imported, and ``run`` sets that mode only just before it starts the cluster."""
+    from actors.names import MUX
+
+    return [f"{GENERATOR}{MUX}c{i}" for i in range(count)]
+
+
+def with_load_clients(cfg: ClusterConfig, count: int) -> ClusterConfig:
+    """The configuration with the generator's logical clients declared after the configured ones
+    (replicas accept declared clients only, so they must be known before the cluster starts)."""
+    return dataclasses.replace(cfg, clients=(*cfg.clients, *load_client_names(count)))
+
+
+def bank_accounts(kv: list[str], per_participant: int) -> list[tuple[str, str]]:
+    return [(p, f"acct:{i}") for p in kv for i in range(per_participant)]
+
+
+def open_accounts(client: Any, accounts: list[tuple[str, str]], balance: int, max_ops: int) -> int:
+    """Put ``balance`` in every account, ``max_ops`` puts per transaction; returns the total."""
+    from dtm_ray.txn.ops import Op
+
+    puts = [Op.put(p, k, balance) for p, k in accounts]
+    for start in range(0, len(puts), max_ops):
+        result = client.submit(puts[start:start + max_ops])
+        if not result.committed:
+            raise RuntimeError(f"could not open the accounts: {result.reason}")
+    return balance * len(accounts)
+
+
+def read_share_for(accounts: list[tuple[str, str]], max_ops: int) -> float:
+    """Whole-bank reads (snapshots the bank checker sums) only while the bank fits in one
+    transaction; a bigger bank is checked on its final balances."""
+    return 0.1 if len(accounts) <= max_ops else 0.0
+
+
+class GeneratorLoad:
+    """Closed-loop bank transfers from ``clients`` logical clients of one load-generator actor;
+    its records (start/end timestamps, as the checkers want them) come back when it finishes."""
+
+    def __init__(self, cluster: Any, clients: int, accounts: list[tuple[str, str]], options: DemoOptions,
+                 read_share: float) -> None:
         self.cluster = cluster
+        self.clients = clients
         self.accounts = accounts
         self.options = options
-        self.t0 = t0
-        self.stop = threading.Event()
-        self.counters = LoadCounters()
-        self.records: list[dict] = []
-        self.errors: list[str] = []  # a client thread that died, and why
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(name, options.seed * 1000 + i),
-                                          name=f"load-{name}", daemon=True)
-                         for i, name in enumerate(clients)]
+        self.read_share = read_share
+        self.actor: Any = None
+        self.ref: Any = None
+
+    def start_actor(self) -> None:
+        # as benchmarks.bench_ray.start_generators on main (copied: that module is being reshaped)
+        import ray
+
+        from actors.loadgen_actor import LoadGenActor, client_ring
+        from actors.names import actor_name
+
+        cfg = self.cluster.config
+        spec = {"party": GENERATOR, "namespace": self.cluster.namespace, "config": cfg.to_dict(),
+                "keys": {c: client_ring(self.cluster._keyrings[c], list(cfg.replicas))
+                         for c in load_client_names(self.clients)}}
+        self.actor = ray.remote(LoadGenActor).options(name=actor_name(GENERATOR), namespace=self.cluster.namespace,
+                                                      num_cpus=0, max_concurrency=10_000).remote(spec)
+        ray.get(self.actor.ping.remote(), timeout=120)
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        # a client whose transaction times out is retired by the generator: the timeout is long
+        # enough to ride out a view change, so that the load after the attack is the full load
+        params = {"accounts": [list(a) for a in self.accounts], "read_share": self.read_share}
+        self.ref = self.actor.run.remote("bank", duration_s=self.options.duration_s, concurrency=self.clients,
+                                         seed=self.options.seed, timeout_s=self.options.submit_timeout_s,
+                                         params=params)
 
-    def join(self, timeout_s: float) -> None:
-        self.stop.set()
-        deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+    def done(self) -> bool:
+        import ray
 
-    def _run(self, name: str, seed: int) -> None:
+        ready, _ = ray.wait([self.ref], timeout=0)
+        return bool(ready)
+
+    def result(self, timeout_s: float) -> dict:
+        import ray
+
+        return ray.get(self.ref, timeout=timeout_s)
+
+    def outstanding(self) -> int | None:
+        """Transactions in flight at the generator (None when it did not answer in time)."""
+        import ray
+
         try:
-            self._loop(name, seed)
-        except Exception as exc:  # reported in the summary: the other clients go on
-            if not self.stop.is_set():
-                self.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            return ray.get(self.actor.status.remote(), timeout=2.0).get("outstanding")
+        except Exception:  # a busy generator: the live view says so rather than stalling
+            return None
 
-    def _loop(self, name: str, seed: int) -> None:
-        from actors import loadgen
-        from dtm_ray.api import SubmitTimeout
+    def kill(self) -> None:
+        import ray
 
-        client = self.cluster.client(name)
-        rng = random.Random(seed)
-        while not self.stop.is_set():
-            kind, ops = loadgen.bank_step(rng, self.accounts, read_share=0.1)
-            start_ns = time.time_ns()
-            try:
-                result = client.submit(ops, timeout_s=self.options.submit_timeout_s)
-            except SubmitTimeout:
-                self._record(loadgen.Record("?", kind, [loadgen.op_tuple(o) for o in ops], "info", None,
-                                            "timeout", start_ns, None))
-                continue
-            self._record(loadgen.Record(result.txn_id, kind, [loadgen.op_tuple(o) for o in ops],
-                                        "ok" if result.committed else "fail", list(result.reads or []),
-                                        result.reason, start_ns, time.time_ns()))
-
-    def _record(self, record: Any) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self.records.append(asdict(record))
-            if record.status == "ok":
-                self.counters.committed += 1
-                self.counters.completions.append(now)
-            elif record.status == "fail":
-                self.counters.aborted += 1
-            else:
-                self.counters.timeouts += 1
+        if self.actor is not None and ray.is_initialized():
+            ray.kill(self.actor, no_restart=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,8 +338,9 @@ def check_everything(cluster: Any, accounts: list[tuple[str, str]], total: int, 
              if r["kind"] == "read" and r["status"] == "ok"]
     bank = check_bank(total, final, reads)
     anomalies += [f"bank: {a}" for a in bank]
-    results["bank"] = (f"ok: total {total} conserved, {len(reads)} whole-bank reads consistent" if not bank
-                       else f"{len(bank)} anomalies")
+    snapshots = (f"{len(reads)} whole-bank reads consistent" if reads
+                 else "no whole-bank reads (the bank is larger than one transaction)")
+    results["bank"] = f"ok: total {total} conserved, {snapshots}" if not bank else f"{len(bank)} anomalies"
 
     decided = {r["txn_id"]: _Result(r["status"] == "ok", "commit" if r["status"] == "ok" else "abort")
                for r in records if r["status"] in ("ok", "fail")}
@@ -340,7 +382,9 @@ def summary_table(summary: dict[str, Any], checks: dict[str, str]) -> Table:
     return table
 
 
-def write_plot(path: str, records: list[dict], events: list[FaultEvent], t0_ns: int, duration_s: float) -> None:
+def write_plot(path: str, records: list[dict], events: list[FaultEvent], t0_ns: int, duration_s: float,
+               phases: list[PhaseRate] | None = None, clients: int | None = None) -> None:
+    """Committed (and aborted) txn/s per second, the fault windows, and each phase's mean rate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,10 +408,16 @@ def write_plot(path: str, records: list[dict], events: list[FaultEvent], t0_ns: 
     for event in events:
         ax.axvline(event.at_s, color="tab:red", linestyle="--", linewidth=1)
         ax.text(event.at_s, top * 1.02, event.label, rotation=30, fontsize=8, color="tab:red", va="bottom")
+    for phase in phases or []:  # the mean of each phase, as the summary gives it
+        ax.hlines(phase.per_s, phase.start_s, phase.end_s, color="black", linestyle=":", linewidth=1.2)
+        ax.text((phase.start_s + phase.end_s) / 2, phase.per_s, f"{phase.per_s:.0f}/s", fontsize=8,
+                ha="center", va="bottom")
     ax.set_ylim(0, top * 1.35)
     ax.set_xlabel("seconds since the load started")
     ax.set_ylabel("transactions per second")
-    ax.set_title("dtm-ray demo: bank transfers through a Byzantine primary and a crash")
+    who = f" from {clients} clients" if clients else ""
+    ax.set_title(f"dtm-ray demo: bank transfers{who} through a Byzantine primary and a crash\n"
+                 "(dotted: each phase's mean committed txn/s)", fontsize=10)
     ax.legend(loc="lower right")
     fig.tight_layout()
     directory = os.path.dirname(os.path.abspath(path))
@@ -395,87 +445,94 @@ def run(cfg: ClusterConfig, options: DemoOptions, console: Console | None = None
     check_data_dir(cfg.data_dir)
     if cfg.replica_count < 2:
         raise ConfigError("the demo needs at least 2 replicas (one equivocates, one is crashed)")
-    clients = list(cfg.clients[:options.load_clients])
-    if len(clients) < 1:
-        raise ConfigError("the demo needs at least one client (ClusterConfig.clients)")
+    if options.load_clients < 1:
+        raise ConfigError(f"the demo needs at least one load client, got {options.load_clients}")
+    if options.accounts_per_participant < 2:
+        raise ConfigError(f"the bank needs at least 2 accounts per participant, got {options.accounts_per_participant}")
+    if len(cfg.clients) < 1:
+        raise ConfigError("the demo needs a client to open the accounts (ClusterConfig.clients)")
     kv = [p for p, kind in cfg.participants.items() if kind == "kv"]
     if len(kv) < 1:
         raise ConfigError("the demo needs at least one participant of kind 'kv' for the bank")
+    cfg = with_load_clients(cfg, options.load_clients)
     console.print(f"[bold]dtm-ray demo[/]: n={cfg.replica_count} replicas (f={cfg.f}), participants "
-                  f"{dict(cfg.participants)}, load {options.duration_s:.0f} s from {clients}")
+                  f"{dict(cfg.participants)}, load {options.duration_s:.0f} s from {options.load_clients} "
+                  f"logical clients of one load generator")
     if cfg.address is None:  # Ray's default for a local Ray, said explicitly (and so not announced)
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     started = time.monotonic()
     cluster = None
+    load = None
     try:
         console.print("starting the cluster (Ray and one actor per party) ...")
         cluster = dtm_ray.start(cfg)
         console.print(f"cluster up in {time.monotonic() - started:.1f} s; data in {cluster.data_dir}")
-        report = _run_on(cluster, clients, kv, options, console, live)
+        accounts = bank_accounts(kv, options.accounts_per_participant)
+        load = GeneratorLoad(cluster, options.load_clients, accounts, options, read_share_for(accounts, cfg.max_ops))
+        report = _run_on(cluster, load, options, console, live)
         report.summary["wall time (s)"] = round(time.monotonic() - started, 1)
         return report
     except KeyboardInterrupt:
         console.print("interrupted: shutting the cluster down")
         return DemoReport(130, "interrupted", [], {})
     finally:
+        if load is not None:
+            load.kill()
         if cluster is not None:
             cluster.shutdown()
 
 
-def _run_on(cluster: Any, clients: list[str], kv: list[str], options: DemoOptions, console: Console,
-            live: bool) -> DemoReport:
-    from dtm_ray.txn.ops import Op
-
-    accounts = [(p, f"acct:{i}") for p in kv for i in range(options.accounts_per_participant)]
-    setup = cluster.client(clients[0]).submit([Op.put(p, k, options.balance) for p, k in accounts])
-    if not setup.committed:
-        raise RuntimeError(f"could not open the accounts: {setup.reason}")
-    total = options.balance * len(accounts)
-    console.print(f"{len(accounts)} accounts opened with {options.balance} each (total {total}); load starts")
+def _run_on(cluster: Any, load: GeneratorLoad, options: DemoOptions, console: Console, live: bool) -> DemoReport:
+    accounts = load.accounts
+    setup_started = time.monotonic()
+    total = open_accounts(cluster.client(cluster.config.clients[0]), accounts, options.balance,
+                          cluster.config.max_ops)
+    load.start_actor()
+    console.print(f"{len(accounts)} accounts opened with {options.balance} each (total {total}) in "
+                  f"{time.monotonic() - setup_started:.1f} s; load starts")
 
     t0, t0_ns = time.monotonic(), time.time_ns()
-    load = BankLoad(cluster, clients, accounts, options, t0)
-    attack = Attack(cluster, options.duration_s, t0, options.seed)
     load.start()
+    attack = Attack(cluster, options.duration_s, t0, options.seed)
     attack.thread.start()
     try:
         _show(cluster, load, attack, options, console, live, t0)
+        run = load.result(timeout_s=options.submit_timeout_s + 60)
     except KeyboardInterrupt:
-        attack.stop.set()
-        load.stop.set()  # the threads are daemons; the cluster's shutdown ends their calls
+        attack.stop.set()  # the generator is killed with the cluster
         raise
-    load.join(timeout_s=options.submit_timeout_s + 10)
     load_s = time.monotonic() - t0
     console.print(f"load stopped after {load_s:.1f} s; draining decisions and checking ...")
 
-    records = list(load.records)
+    records = run["records"]
     healed_at = attack.events[-1].at_s if attack.events and not attack.error else None
     anomalies, checks = check_everything(cluster, accounts, total, records, healed_at, t0_ns)
     if attack.error:
         checks["attack"] = f"a chaos step failed: {attack.error}"
-    if load.errors:
-        checks["load"] = f"client threads failed: {'; '.join(load.errors)}"
+    if run["clients_lost"]:
+        checks["load"] = (f"{run['clients_lost']} of {load.clients} logical clients retired after a "
+                          f"{options.submit_timeout_s:.0f} s timeout")
     status = cluster.status(timeout_s=5.0)
-    summary = _summary(records, status, load_s, cluster)
+    phases = phase_rates(records, attack.events, t0_ns, load_s)
+    summary = _summary(records, status, load_s, cluster, load, phases)
     console.print(summary_table(summary, checks))
-    write_plot(options.out, records, attack.events, t0_ns, load_s)
+    write_plot(options.out, records, attack.events, t0_ns, load_s, phases=phases, clients=load.clients)
     console.print(f"plot written to {options.out}")
     verdict = verdict_line(anomalies)
     console.print(verdict, style="bold red" if anomalies else "bold green", markup=False, highlight=False)
     return DemoReport(1 if anomalies else 0, verdict, anomalies, summary, attack.events)
 
 
-def _show(cluster: Any, load: BankLoad, attack: Attack, options: DemoOptions, console: Console,
+def _show(cluster: Any, load: GeneratorLoad, attack: Attack, options: DemoOptions, console: Console,
           live: bool, t0: float) -> None:
-    """The live view (or plain progress lines) until the load's duration is over AND the attack
-    has run to its end, with some load after the last heal (to show the cluster recovered)."""
-    tail_s = max(2.0, 0.1 * options.duration_s)
+    """The live view (or plain progress lines) until the generator has finished its load AND the
+    attack has run to its end. The generator's records come at the end: meanwhile the progress is
+    the participants' applied commits (``cluster.status()``) and the generator's transactions in
+    flight."""
+    progress = CommitProgress()
 
     def running() -> bool:
-        now = time.monotonic()
-        if now < t0 + options.duration_s or attack.thread.is_alive():
-            return True
-        return attack.finished_at is not None and now < attack.finished_at + tail_s
+        return not load.done() or attack.thread.is_alive()
     snapshot_taken = False
 
     def frame() -> Any:
@@ -483,11 +540,12 @@ def _show(cluster: Any, load: BankLoad, attack: Attack, options: DemoOptions, co
         now = time.monotonic()
         status = cluster.status(timeout_s=2.0)
         phase = f"t={now - t0:5.1f}s / {options.duration_s:.0f}s  phase: {attack.phase}"
-        view = render(status, load=load.counters, phase=phase, now=now)
+        line = progress.line(status, load.outstanding(), now)
+        view = Group(render(status, phase=phase, now=now), Text(line))
         if options.snapshot and not snapshot_taken and "down" in attack.phase:
             _write_snapshot(options.snapshot, view)
             snapshot_taken = True
-        return view, status, phase
+        return view, status, phase, line
 
     if live:
         with Live(frame()[0], console=console, auto_refresh=False, transient=False) as screen:
@@ -498,12 +556,33 @@ def _show(cluster: Any, load: BankLoad, attack: Attack, options: DemoOptions, co
     next_line = t0
     while running():
         if time.monotonic() >= next_line:
-            _, status, phase = frame()
-            c = load.counters
-            print(f"{phase} | committed {c.committed} aborted {c.aborted} timed-out {c.timeouts} | "
-                  f"{c.throughput(time.monotonic()):.1f} txn/s | {one_line(status)}", flush=True)
+            _, status, phase, line = frame()
+            print(f"{phase} | {line} | {one_line(status)}", flush=True)
             next_line += 3.0
-        time.sleep(0.25)
+        time.sleep(0.25)  # polling the generator's end and the display period, not a synchronisation
+
+
+class CommitProgress:
+    """The load's progress while it runs, from what the cluster reports: commits applied at the
+    kv participants (a transfer between two participants counts at each), and their rate over the
+    last few frames."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self.samples: list[tuple[float, int]] = []
+
+    def line(self, status: dict, outstanding: int | None, now: float) -> str:
+        kv = {name: p for name, p in status.get("participants", {}).items() if p.get("kind") == "kv"}
+        applied = sum(p.get("committed") or 0 for p in kv.values())
+        # the window's samples, and the last one before it as the baseline (a frame can be late)
+        older = [sample for sample in self.samples if now - sample[0] > self.window_s][-1:]
+        self.samples = older + [(t, n) for t, n in self.samples if now - t <= self.window_s] + [(now, applied)]
+        (t_first, n_first), rate = self.samples[0], 0.0
+        if now > t_first:
+            rate = (applied - n_first) / (now - t_first)
+        in_flight = "?" if outstanding is None else str(outstanding)
+        return (f"commits applied at {'+'.join(sorted(kv))}: {applied} ({rate:.0f}/s) | "
+                f"in flight at the load generator: {in_flight}")
 
 
 def _write_snapshot(path: str, view: Any) -> None:
@@ -513,21 +592,59 @@ def _write_snapshot(path: str, view: Any) -> None:
         fh.write(recorder.export_text())
 
 
-def _summary(records: list[dict], status: dict, load_s: float, cluster: Any) -> dict[str, Any]:
+@dataclass
+class PhaseRate:
+    name: str
+    start_s: float
+    end_s: float
+    committed: int
+
+    @property
+    def per_s(self) -> float:
+        return self.committed / (self.end_s - self.start_s) if self.end_s > self.start_s else 0.0
+
+
+def phase_rates(records: list[dict], events: list[FaultEvent], t0_ns: int, load_s: float) -> list[PhaseRate]:
+    """Committed transactions per phase of the attack (a phase runs from one fault event to the
+    next; a transaction counts in the phase where its commit reached the client)."""
+    names = ["healthy"] + [event.label for event in events]
+    bounds = [0.0] + [event.at_s for event in events] + [max(load_s, events[-1].at_s if events else 0.0)]
+    phases = [PhaseRate(name, bounds[i], bounds[i + 1], 0) for i, name in enumerate(names)]
+    for r in records:
+        if r["status"] != "ok" or r["end_ns"] is None:
+            continue
+        at = (r["end_ns"] - t0_ns) / 1e9
+        for phase in phases:
+            if phase.start_s <= at < phase.end_s or (phase is phases[-1] and at >= phase.end_s):
+                phase.committed += 1
+                break
+    return phases
+
+
+def _summary(records: list[dict], status: dict, load_s: float, cluster: Any, load: GeneratorLoad,
+             phases: list[PhaseRate]) -> dict[str, Any]:
     ok = [r for r in records if r["status"] == "ok"]
     p50, p99 = latency_ms(records)
     view, primary = current_view(status)
     evidence = {r["id"]: sum((r.get("evidence") or {}).values()) for r in status["replicas"] if r.get("alive")}
-    return {
+    participants = len({p for p, _ in load.accounts})
+    summary = {
         "replicas (n, f)": f"{cluster.config.replica_count}, {cluster.config.f}",
+        "load": (f"{load.clients} logical clients (1 load generator), "
+                 f"{len(load.accounts) // participants} accounts x {participants} participants"),
         "load (s)": round(load_s, 1),
         "transactions submitted": len(records),
         "committed": len(ok),
         "aborted (guard: balance < 0)": sum(r["status"] == "fail" for r in records),
         "timed out (outcome unknown)": sum(r["status"] == "info" for r in records),
         "throughput (committed txn/s)": round(len(ok) / load_s, 2),
+    }
+    for i, phase in enumerate(phases):
+        summary[f"  phase {i}: {phase.name}"] = f"{phase.per_s:.0f} txn/s ({phase.start_s:.0f}-{phase.end_s:.0f} s)"
+    summary.update({
         "latency p50 / p99 (ms)": "-" if p50 is None else f"{p50:.0f} / {p99:.0f}",
         "final view (primary)": f"{view} ({primary})",
         "evidence per replica": json.dumps(evidence),
         "executed seq per replica": json.dumps({r["id"]: r.get("executed_seq") for r in status["replicas"]}),
-    }
+    })
+    return summary

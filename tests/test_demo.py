@@ -65,6 +65,46 @@ def test_plot_is_a_png_with_fault_markers(tmp_path):
     assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
 
 
+def test_each_phase_of_the_attack_gets_its_own_rate():
+    t0 = 1_000_000_000_000
+    at = lambda s: t0 + int(s * 1e9)  # noqa: E731
+    records = [{"status": "ok", "end_ns": at(s)} for s in (0.5, 1.5, 2.5, 3.0, 3.5, 9.0, 12.0)]
+    records += [{"status": "fail", "end_ns": at(1.0)}, {"status": "info", "end_ns": None}]
+    events = [demo.FaultEvent(2.0, "R0 equivocates"), demo.FaultEvent(4.0, "R0 healed")]
+    phases = demo.phase_rates(records, events, t0, load_s=10.0)
+    assert [(p.name, p.start_s, p.end_s, p.committed) for p in phases] == [
+        ("healthy", 0.0, 2.0, 2), ("R0 equivocates", 2.0, 4.0, 3), ("R0 healed", 4.0, 10.0, 2)]
+    assert [p.per_s for p in phases] == [1.0, 1.5, 2 / 6]  # a straggler after the load counts in the last
+
+
+def test_the_load_clients_are_declared_after_the_configured_ones():
+    from dtm_ray.config import ClusterConfig
+
+    from actors.loadgen_actor import client_names
+
+    cfg = demo.with_load_clients(ClusterConfig(clients=("alice",)), 3)
+    assert cfg.clients == ("alice", "lg0..c0", "lg0..c1", "lg0..c2")
+    assert cfg.clients[1:] == tuple(client_names(demo.GENERATOR, 3))  # the names its generator gives them
+
+
+def test_whole_bank_reads_only_while_the_bank_fits_in_one_transaction():
+    assert demo.read_share_for(demo.bank_accounts(["db-0", "db-1"], 32), max_ops=64) == 0.1
+    assert demo.read_share_for(demo.bank_accounts(["db-0", "db-1"], 33), max_ops=64) == 0.0
+
+
+def test_progress_counts_commits_applied_at_the_kv_participants():
+    progress = demo.CommitProgress(window_s=5.0)
+
+    def status(db0, db1):
+        return {"participants": {"db-0": {"kind": "kv", "committed": db0}, "db-1": {"kind": "kv", "committed": db1},
+                                 "mq-0": {"kind": "queue", "committed": 1000}}}
+    assert progress.line(status(0, 0), 256, now=10.0) == \
+        "commits applied at db-0+db-1: 0 (0/s) | in flight at the load generator: 256"
+    assert progress.line(status(300, 500), None, now=12.0) == \
+        "commits applied at db-0+db-1: 800 (400/s) | in flight at the load generator: ?"
+    assert progress.line(status(600, 800), 10, now=20.0).startswith("commits applied at db-0+db-1: 1400 (75/s)")
+
+
 def test_applied_decisions_are_read_back_from_the_audit_log(tmp_path):
     """The audit line ``logs.output`` writes for an Applied event is what the demo parses."""
     directory = logs.log_dir(str(tmp_path))
@@ -107,9 +147,11 @@ def test_latency_percentiles():
 def test_demo_end_to_end(tmp_path):
     """The main job as a user runs it (short): exit 0, the verdict, the plot."""
     plot = tmp_path / "demo.png"
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", DTM_RAY_HOME=str(tmp_path / "home"))
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", DTM_RAY_HOME=str(tmp_path / "home"),
+               COLUMNS="200")  # the summary table unwrapped, so that its lines can be matched
     env.pop("DTM_RAY_FORBID_START", None)
     proc = subprocess.run([sys.executable, "-m", "dtm_ray.cli", "demo", "--duration", "15", "--plain",
+                           "--load-clients", "8", "--accounts", "4",
                            "--data-dir", str(tmp_path / "data"), "--out", str(plot), "--seed", "3"],
                           capture_output=True, text=True, env=env, timeout=400)
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]
@@ -119,6 +161,10 @@ def test_demo_end_to_end(tmp_path):
     assert "constructor arguments in the object store" not in proc.stderr, tail  # Ray's chaos-actor warning
     for check in ("bank", "atomicity", "liveness"):
         assert f"check: {check}" in proc.stdout and "anomalies" not in proc.stdout, tail
+    assert "whole-bank reads consistent" in proc.stdout and " 0 whole-bank reads" not in proc.stdout, tail
+    assert "8 logical clients (1 load generator)" in proc.stdout, tail
+    assert "phase 4: R" in proc.stdout and "restarts" in proc.stdout, tail  # txn/s per phase of the attack
+    assert "commits applied at db-0+db-1" in proc.stdout, tail  # the progress lines during the load
     data = plot.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
 
