@@ -152,7 +152,7 @@ class NormalCase:
     def _on_preprepare(self, sender: str, pp: PrePrepare, payload: bytes) -> None:
         if sender != self.config.primary(pp.view):
             raise AuthError(f"pre-prepare for view {pp.view} from {sender!r}, not its primary")
-        if pp.view != self.view or self.view_changing or not self.log.in_window(pp.seq):
+        if pp.view != self.view or not self.log.in_window(pp.seq):
             self._ignore(sender, pp.seq, pp.view)
             return
         slot = self.log.slot(pp.seq)
@@ -205,11 +205,10 @@ class NormalCase:
         self._expose_conflicts(slot)
         if self.config.primary(pp.view) != self.id:
             vote = self.safety.sign_prepare(pp.view, pp.seq, pp.digest)
-            if vote is None:
-                return
-            slot.my_prepare = vote
-            slot.prepares[self.id] = (pp.digest, vote)
-            self._broadcast(vote)
+            if vote is not None:  # None: we asked for a later view (we may still learn the outcome)
+                slot.my_prepare = vote
+                slot.prepares[self.id] = (pp.digest, vote)
+                self._broadcast(vote)
         if slot.committed:
             # Re-proposed in a new view a batch we already committed: it is final, and the only
             # batch any view can re-propose at this seq, so vote COMMIT at once. Replicas that
@@ -236,7 +235,12 @@ class NormalCase:
             self._check_committed(slot)
 
     def _current(self, sender: str, view: int, seq: int) -> bool:
-        if view != self.view or self.view_changing or not self.log.in_window(seq):
+        """A vote of our view. While we ask for the next view we still record them (and accept the
+        view's PRE-PREPAREs), without voting ourselves (the safety rules refuse: we promised not
+        to): a batch with 2f+1 COMMITs is final whatever view comes next, so we may execute it.
+        A replica whose view change nobody joined (it timed out alone, e.g. just after a restart)
+        thus still catches up with the others in the view it asked to leave."""
+        if view != self.view or not self.log.in_window(seq):
             self._ignore(sender, seq, view)
             return False
         return True
