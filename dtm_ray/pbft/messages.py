@@ -175,11 +175,13 @@ def seal(keys: KeyRing, msg: object) -> bytes:
     return seal_signed(keys, msg)
 
 
-def quote_preprepare(payload: bytes) -> bytes:
+def quote_preprepare(payload: bytes, pp: PrePrepare | None = None) -> bytes:
     """The signed header of a sealed PRE-PREPARE, as its own envelope: the same signature, so it
-    verifies as a ``PrePrepareHeader`` signed by the primary. Raises ``DecodeError``."""
+    verifies as a ``PrePrepareHeader`` signed by the primary. ``pp``: the already decoded body,
+    which spares decoding (and re-encoding, the canonical check) a batch of up to a megabyte.
+    Raises ``DecodeError``."""
     env = decode(payload, Envelope)
-    header = decode(env.body, PrePrepare).signed_part()
+    header = (pp if pp is not None else decode(env.body, PrePrepare)).signed_part()
     return encode(Envelope(env.sender, encode(header), env.auth))
 
 

@@ -159,7 +159,7 @@ class NormalCase:
         known = self._known_preprepare(slot, pp.view)
         if known is not None:
             if known[0].digest != pp.digest:  # two signed headers for one (view, seq): small, and proof
-                self._evidence(sender, "equivocation", (quote_preprepare(known[1]), quote_preprepare(payload)))
+                self._evidence(sender, "equivocation", (quote_preprepare(known[1], known[0]), quote_preprepare(payload, pp)))
                 self._start_view_change(self.view + 1)
             else:  # the primary retransmits: it lacks our votes
                 self._help_lagging(sender, slot)
@@ -280,7 +280,8 @@ class NormalCase:
         if len(prepares) < quorum.strong(self.config.f) - 1:
             return
         slot.prepared = True
-        slot.certify(PreparedProof(quote_preprepare(slot.pp_payload), tuple(prepares)), slot.pp.view, slot.pp.digest)
+        slot.certify(PreparedProof(quote_preprepare(slot.pp_payload, slot.pp), tuple(prepares)), slot.pp.view,
+                     slot.pp.digest)
         self._out.write(persist.slot_key(persist.PROOF_PREFIX, slot.seq), encode(slot.proof))
         self._send_commit(slot)
         self._check_committed(slot)

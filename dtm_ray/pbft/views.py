@@ -220,7 +220,7 @@ class ViewChanges:
             if slot is not None and slot.pp is not None and slot.pp.view == pp.view and slot.pp.digest != pp.digest:
                 # two headers the primary signed for one (view, seq): small, and proof on their own
                 self._evidence(self.config.primary(pp.view), "equivocation",
-                               (quote_preprepare(slot.pp_payload), proof.preprepare))
+                               (quote_preprepare(slot.pp_payload, slot.pp), proof.preprepare))
 
     def _try_new_view(self) -> None:
         view = self.vc_target
