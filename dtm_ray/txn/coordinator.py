@@ -383,6 +383,7 @@ class CoordinatorApp:
         A DECIDE, for each of its decisions:
 
         - COMMIT: ACCEPT only with a valid signed YES from every participant of the transaction;
+          one without any vote is REJECTed whatever this replica knows of the transaction;
         - ABORT: ACCEPT with a valid signed NO from one of them, or, without evidence, once this
           replica's own vote timer for the transaction expired (WAIT until then);
         - anything else (bad signatures, votes for another transaction, an index that points
@@ -418,6 +419,11 @@ class CoordinatorApp:
         return verdict
 
     def _decision_verdict(self, txn_id: str, commit: bool, envelopes) -> Verdict:
+        if commit and not envelopes:
+            # No transaction has zero participants, so a COMMIT without a single signed vote is
+            # forged on its face, whatever this replica knows of the transaction: decided here
+            # already or not executed yet, it is still evidence against the primary that signed it.
+            return Verdict.REJECT
         txn = self._pending.get(txn_id)
         if txn is None:
             return Verdict.ACCEPT if self._was_executed(txn_id) else Verdict.WAIT
