@@ -468,6 +468,8 @@ class Host:
         out["byzantine"] = self.transformer is not None
         out["blocked"] = sorted(self.blocked)
         out["buffered"] = sum(len(b) for b in self._buffers.values())
+        out["buffered_to"] = {d: len(b) for d, b in self._buffers.items() if b}
+        out["inflight_to"] = {a: n for a, n in self._inflight.items() if n}
         out["handle_lookups"] = self.peers.lookups
         out["timing"] = {k: {"count": c, "mean_ms": round(t / c, 2) if c else None, "max_ms": round(m, 1)}
                          for k, (c, t, m) in self.timing.items()}

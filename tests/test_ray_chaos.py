@@ -107,8 +107,8 @@ def test_a_backup_that_missed_traffic_catches_up_while_the_cluster_is_idle(bank)
     except AssertionError as exc:
         st = cluster.status()["replicas"]
         picture = [{k: r.get(k) for k in ("id", "alive", "view", "view_changing", "executed_seq", "stable_checkpoint",
-                                          "state_target", "held", "log_entries")} for r in st]
-        hosts = [{k: v for k, v in r.get("host", {}).items() if k.startswith(("calls", "dropped", "handle", "rate", "core", "loop"))}
+                                          "state_target", "held", "log_entries", "next_slot")} for r in st]
+        hosts = [{k: v for k, v in r.get("host", {}).items() if k.startswith(("calls", "dropped", "handle", "rate", "core", "loop", "buffered", "inflight"))}
                  for r in st]
         raise AssertionError(f"{exc}: {picture} {hosts}") from None
 

@@ -257,4 +257,16 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
             "rejected": dict(self.rejected_counts),
             "replayed": dict(self.replayed_counts),
             "ignored": self.ignored,
+            "next_slot": self._next_slot_status(),
         }
+
+    def _next_slot_status(self) -> dict | None:
+        """Why the next seq has not executed: what this replica holds of it (a stuck replica's
+        first question)."""
+        slot = self.log.get(self.executed + 1)
+        if slot is None:
+            return None
+        return {"seq": slot.seq, "preprepare": slot.pp is not None, "held": slot.held is not None,
+                "prepared": slot.prepared, "committed": slot.committed,
+                "prepares": sorted(slot.prepares), "commits": sorted(slot.commits),
+                "matching_commits": len(slot.matching(slot.commits))}
