@@ -27,8 +27,8 @@ Shaped as Ray's cheapest calls allow (``benchmarks/ray_floor.py`` measures the s
   (dest, payload)`` rewrites every outgoing message; a ``blocked`` set models a partition.
 - **Count.** Calls, messages and bytes in and out, fsyncs, core outputs by type (``stats()``).
 
-Peers are found by name (``actors.peers``): a failed call, or a peer silent while we kept sending,
-makes its handle be looked up again, so a peer re-created by chaos is found again; the protocol's
+Peers are found by name (``actors.peers``): a failed call, a peer silent while we kept sending, or
+calls to it in flight that have not moved for ``CALL_STALL_MS``, makes its handle be looked up again, so a peer re-created by chaos is found again; the protocol's
 own retransmission covers what was lost meanwhile.
 """
 
@@ -55,6 +55,12 @@ BUSY_TICK_MS = int(os.environ.get("DTM_HOST_BUSY_TICK_MS", "3"))
 BUSY_WINDOW_MS = 200
 MAX_BUFFERED = 20_000
 MAX_QUEUED_CALLS = 10_000
+# A destination whose calls in flight have not moved (none settled) for this long gets a fresh
+# handle and a fresh window: Ray may never settle a call made through a handle that went stale
+# while its actor was re-created, and a peer that keeps calling *us* never looks silent, so the
+# silence rule alone (``actors.peers``) left such a peer unreachable for good (the idle catch-up
+# Ray test: a restarted replica short of one peer's votes, its view change joined by nobody).
+CALL_STALL_MS = 5_000
 COMMAND_TIMEOUT_S = 30.0
 # The transport's rules, shared with the simulated network (``dtm_ray.transport``): the largest
 # message, one call's caps (a flooding or buggy peer must not stall this actor's loop or starve
@@ -93,6 +99,7 @@ class Host:
         # Calls in flight are counted per handle generation: a dropped handle's calls (a peer
         # re-created, or silent too long) no longer hold its slots, even if Ray never settles them.
         self._generation: collections.Counter = collections.Counter()
+        self._moved_ms: dict[str, int] = {}  # destination -> when its window last moved (a call left it)
         self._calls: collections.deque = collections.deque()  # deliveries, appended by Ray's thread
         self._control: collections.deque = collections.deque()  # settled calls and commands
         self._dropped_queue_full = 0  # written by the delivering thread only
@@ -391,6 +398,8 @@ class Host:
         self.counters["messages_out"] += len(batch)
         self.counters["bytes_out"] += sum(len(p) for p in batch)
         self._inflight[actor] += 1
+        if self._inflight[actor] == 1:
+            self._moved_ms[actor] = now
         self.peers.sent(actor, now)
         sent = time.perf_counter()
         resend = (batch, routed) if retry else None
@@ -412,6 +421,7 @@ class Host:
         if generation != self._generation[actor]:
             return  # a call through a handle dropped since: its slot was freed then
         self._inflight[actor] -= 1
+        self._moved_ms[actor] = self.now_ms()
         if error is None:
             self._time("call_rtt", rtt_s)
             return
@@ -431,12 +441,17 @@ class Host:
             for actor in stale:
                 self._drop_handle(actor)
             self.counters["handles_refreshed"] += len(stale)
+            stalled = [a for a, n in self._inflight.items() if n and now - self._moved_ms.get(a, now) >= CALL_STALL_MS]
+            for actor in stalled:
+                self._drop_handle(actor)
+            self.counters["calls_stalled"] += len(stalled)
 
     def _drop_handle(self, actor: str) -> None:
         """Look the peer up again on the next send; its calls in flight stop holding its slots."""
         self.peers.forget(actor)
         self._generation[actor] += 1
         self._inflight[actor] = 0
+        self._moved_ms.pop(actor, None)
 
     # -- operator controls (run on the loop thread: ``call``) -----------------------------------
     def set_transformer(self, fn: Transformer | None) -> None:

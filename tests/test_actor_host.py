@@ -187,6 +187,35 @@ def test_a_failed_call_is_retried_once_on_a_fresh_handle():
     run(body, auto=False)
 
 
+def test_calls_that_never_settle_get_a_fresh_handle_even_from_a_peer_that_keeps_calling_us():
+    """Ray may never settle a call made through a stale handle; the peer, alive under a new
+    handle, keeps calling us, so it never looks silent. Its window must not stay full forever."""
+    from actors import host as host_module
+
+    def body(host, peer, storage):
+        clock = [0]
+        host.now_ms = lambda: clock[0]
+        fresh = FakePeer(storage)
+        host.peers._lookup = lambda name, namespace: fresh if name == "dtm:a" else None
+        for n in range(host_module.MAX_INFLIGHT + 1):
+            host.core.send("a", n)
+            host.turn()
+        assert len(peer.calls) == host_module.MAX_INFLIGHT and not fresh.calls  # the window is full
+        for _ in range(3):  # the peer keeps calling us; nothing of ours ever settles
+            clock[0] += host_module.CALL_STALL_MS // 2
+            host.deliver("a", [b"ping:x"], token_from("a"))
+            host.turn()
+        assert host.counters["messages_in"] == 3
+        # the silence rule cannot see it (we heard from the peer; a full window sends nothing)
+        assert host.counters["calls_stalled"] == 1 and host.counters["handles_refreshed"] == 0
+        host.core.send("a", 99)
+        host.turn()
+        assert fresh.calls and fresh.calls[-1][1][-1] == b"ping:99"  # through the fresh handle
+        assert b"ping:%d" % host_module.MAX_INFLIGHT in fresh.calls[0][1]  # what waited leaves too
+
+    run(body, auto=False)
+
+
 def test_commands_run_on_the_loop_thread_between_turns():
     import threading
 
