@@ -100,7 +100,7 @@ class AuthDefence:
         give up on a slot held for a refused client (see the module docstring)."""
         for seq, (pp, payload, unverified, since) in list(self._awaiting.items()):
             slot = self.log.get(seq)
-            if pp.view != self.view or self.view_changing or slot is None or slot.pp is not None:
+            if pp.view != self.view or slot is None or slot.pp is not None:
                 del self._awaiting[seq]
             elif self._vouchers(slot, pp) >= quorum.weak(self.config.f):
                 del self._awaiting[seq]

@@ -88,11 +88,11 @@ class CatchUp:
     def _retransmit(self) -> None:
         if self.state_target:
             self._request_state()
+        self._ask_for_gap()  # also while we ask for the next view: we may still execute this one's
         if self.view_changing:
             if self.my_view_change is not None:
                 self._broadcast(self.my_view_change, after_persist=False)
             return
-        self._ask_for_gap()
         self._fetch_wanted()
         for seq in sorted(self.log.slots):
             slot = self.log.slots[seq]

@@ -191,8 +191,11 @@ class RequestIntake:
         proposal waits for, a vote, a timer or an execution, reaches the App only through
         ``receive``, ``tick``, ``execute*`` or ``restore``), and each from the proposal it waited
         on: a held batch costs one ``validate_proposal`` per App step until it is ready, then
-        one full check."""
-        if not self._held_stale or self.view_changing:
+        one full check. Also while we ask for the next view: the view's batches still execute
+        here once 2f+1 COMMITs make them final (``normalcase._current``), and a held one that
+        never got its check would stop execution at its seq for good if nobody joins our view
+        change (a restarted replica, its pre-prepare held for a transaction it had not seen)."""
+        if not self._held_stale:
             return
         self._held_stale = False
         for seq in sorted(self.held_seqs):
