@@ -38,24 +38,38 @@ class Moves:
         return []
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_a_restarted_replica_unreachable_for_a_while_catches_up_without_a_lone_view_change(seed):
+PEERS = ("R0", "R1", "R2")
+GRACE_MS = 2 * 500 + 300  # the replica's fixed catch-up grace with the settings below
+
+
+def restart_r3_out_of_reach(seed: int):
+    """R3 crashes in the middle of the load, which finishes without it; it restarts from its store
+    while nothing its peers send reaches it (it still talks). Returns the world."""
     world = build_txn_world(seed, 4, clients=12, participants={"db-0": "kv", "db-1": "kv"},
                             pbft={"status_interval_ms": 500, "view_change_timeout_ms": 300})
     sim = world.sim
-    grace_ms = 2 * 500 + 300  # the replica's fixed catch-up grace
     world.start(Moves(), 8)
     assert sim.run_until(lambda: sim.node("R3").status()["executed_seq"] >= 6, 60_000)
     sim.crash("R3")
     assert sim.run_until(world.done, 120_000), f"seed {seed}: the load did not finish without R3"
     sim.run_for(2_000)
-    peers = ("R0", "R1", "R2")
-    for r in peers:
-        sim.network.cut(r, "R3", both_ways=False)  # R3 talks; nothing reaches it
+    for r in PEERS:
+        sim.network.cut(r, "R3", both_ways=False)
     sim.restart("R3")
-    sim.run_for(2 * grace_ms)
-    for r in peers:
-        sim.network.restore(r, "R3")
+    return world
+
+
+def heal_r3(world) -> None:
+    for r in PEERS:
+        world.sim.network.restore(r, "R3")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_restarted_replica_unreachable_for_a_while_catches_up_without_a_lone_view_change(seed):
+    world = restart_r3_out_of_reach(seed)
+    sim = world.sim
+    sim.run_for(2 * GRACE_MS)
+    heal_r3(world)
     target = sim.node("R0").status()
 
     def caught_up() -> bool:
@@ -75,22 +89,10 @@ def test_a_replica_whose_view_change_nobody_joined_still_catches_up_in_the_view_
     others, fine in view 0, never join. Once the links heal it still executes what they executed:
     it records view 0's PRE-PREPAREs and votes (without voting itself) while it waits for a
     NEW-VIEW that will not come (the primary in the idle catch-up Ray test was stuck so)."""
-    world = build_txn_world(seed, 4, clients=12, participants={"db-0": "kv", "db-1": "kv"},
-                            pbft={"status_interval_ms": 500, "view_change_timeout_ms": 300})
+    world = restart_r3_out_of_reach(seed)
     sim = world.sim
-    grace_ms = 2 * 500 + 300
-    world.start(Moves(), 8)
-    assert sim.run_until(lambda: sim.node("R3").status()["executed_seq"] >= 6, 60_000)
-    sim.crash("R3")
-    assert sim.run_until(world.done, 120_000), f"seed {seed}: the load did not finish without R3"
-    sim.run_for(2_000)
-    peers = ("R0", "R1", "R2")
-    for r in peers:
-        sim.network.cut(r, "R3", both_ways=False)
-    sim.restart("R3")
-    assert sim.run_until(lambda: sim.node("R3").status()["view_changing"], 20 * grace_ms), seed
-    for r in peers:
-        sim.network.restore(r, "R3")
+    assert sim.run_until(lambda: sim.node("R3").status()["view_changing"], 20 * GRACE_MS), seed
+    heal_r3(world)
     target = sim.node("R0").status()
     assert target["view"] == 0 and not target["view_changing"]  # nobody joined it
 
