@@ -38,9 +38,25 @@ def party_totals(statuses: list[dict]) -> dict:
             timing[k][1] += (v["mean_ms"] or 0) * v["count"]
     out["timing"] = dict(timing)
     out["view_changes"] = max((s.get("host", {}).get("out:ViewChanged", 0) for s in statuses), default=0)
-    out["by_party"] = {s["id"]: {k: s.get("host", {}).get(k, 0) for k in ("cpu_s", "calls_out", "fsyncs")}
+    out["by_party"] = {s["id"]: {k: s.get("host", {}).get(k, 0) for k in COST_KEYS}
                        for s in statuses if "id" in s}
     return out
+
+
+def party_deltas(before: dict, after: dict) -> tuple[dict[str, dict], list[str]]:
+    """Each party's counters between two snapshots, and the parties that restarted in between.
+    A restarted party's counters start again from zero, so its difference would be negative
+    (the crash-primary bench point reported negative costs per transaction): its "after" counts
+    are taken as what it did since its restart; what its old process did after the first
+    snapshot is lost with it, so such costs are a lower bound (and said so by ``restarted``)."""
+    deltas, restarted = {}, []
+    for party, now in after["by_party"].items():
+        then = before["by_party"].get(party, {})
+        if any(now.get(k, 0) < then.get(k, 0) for k in COST_KEYS):
+            restarted.append(party)
+            then = {}
+        deltas[party] = {k: now.get(k, 0) - then.get(k, 0) for k in COST_KEYS}
+    return deltas, sorted(restarted)
 
 
 def all_statuses(cluster, generators) -> list[dict]:
@@ -58,6 +74,7 @@ def summarise(records: list[dict], elapsed: float, t0_ns: int, before: dict, aft
     aborted = [r for r in records if r["status"] == "fail"]
     lat = sorted((r["end_ns"] - r["start_ns"]) / 1e6 for r in committed)
     n = max(1, len(committed))
+    deltas, restarted = party_deltas(before, after)
     timeline = collections.Counter(int((r["end_ns"] - t0_ns) / 5e8) for r in committed)
     return {
         "elapsed_s": round(elapsed, 2), "submitted": len(records), "committed": len(committed),
@@ -67,9 +84,10 @@ def summarise(records: list[dict], elapsed: float, t0_ns: int, before: dict, aft
         "abort_reasons": dict(collections.Counter(str(r["reason"]) for r in aborted).most_common(5)),
         "latency_ms": {"p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9), "p95": percentile(lat, 0.95),
                        "p99": percentile(lat, 0.99)},
-        "per_committed": {k: round((after[k] - before[k]) / n, 3) for k in COST_KEYS},
-        "per_committed_by_party": {p: {k: round((v[k] - before["by_party"].get(p, {}).get(k, 0)) / n, 4) for k in v}
-                                   for p, v in after["by_party"].items()},
+        "per_committed": {k: round(sum(d[k] for d in deltas.values()) / n, 3) for k in COST_KEYS},
+        "per_committed_by_party": {p: {k: round(d[k] / n, 4) for k in ("cpu_s", "calls_out", "fsyncs")}
+                                   for p, d in deltas.items()},
+        "restarted": restarted,  # their costs since their restart only: a lower bound
         "view_changes": after["view_changes"] - before["view_changes"],
         "timing_mean_ms": {k: round((c - before["timing"].get(k, [0, 0.0])[1]) / (n_ - before["timing"].get(k, [0, 0.0])[0]), 2)
                            for k, (n_, c) in after["timing"].items() if n_ > before["timing"].get(k, [0, 0.0])[0]},
