@@ -196,8 +196,24 @@ def wait_until(predicate, timeout_s: float = 30.0, what: str = "condition"):
 
 
 def bank_accounts_of(cluster, per_participant=3):
-    kv = [p for p, kind in cluster.config.participants.items() if kind == "kv"]
+    return bank_accounts_in(cluster.config, per_participant)
+
+
+def bank_accounts_in(config, per_participant: int) -> list[Account]:
+    """The bank's accounts in a cluster of ``config``: ``per_participant`` on each kv service."""
+    kv = [p for p, kind in config.participants.items() if kind == "kv"]
     return [(p, f"acct:{i}") for p in kv for i in range(per_participant)]
+
+
+def check_read_share(read_share: float, accounts: int, max_ops: int) -> None:
+    """A bank read reads every account in one transaction: with more accounts than a transaction
+    may hold (``max_ops``) each read would be refused and the run would measure refusals, so such a
+    run is refused before it starts (a typed ``ConfigError``)."""
+    from dtm_ray.errors import ConfigError
+
+    if read_share and accounts > max_ops:
+        raise ConfigError(f"read_share > 0 reads all {accounts} accounts in one transaction, more than "
+                          f"max_ops = {max_ops}: use fewer accounts or read_share = 0")
 
 
 def bank_setup_ops(accounts: list[Account], max_ops: int, balance: int = BALANCE) -> list[list[Op]]:

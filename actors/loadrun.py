@@ -77,7 +77,7 @@ def run_pool_load(cluster, workload: str, *, concurrency: int | None, rate: floa
                   duration_s: float, generators_count: int | None, seed: int, accounts: int,
                   params: dict | None, timeout_s: float | None) -> dict:
     """The whole run; the report (see ``Cluster.run_load``)."""
-    from actors.loadgen import bank_accounts_of
+    from actors.loadgen import bank_accounts_of, check_read_share
 
     _check_request(cluster, workload, concurrency, rate, duration_s, accounts)
     gens = generators(cluster, generators_count)
@@ -88,12 +88,10 @@ def run_pool_load(cluster, workload: str, *, concurrency: int | None, rate: floa
     timeout = timeout_s or max(10.0, duration_s)
     t_setup = time.monotonic()
     bank = bank_accounts_of(cluster, accounts)
+    run_params = {"accounts": [list(a) for a in bank], "read_share": 0.0, **(params or {})}
+    check_read_share(run_params["read_share"], len(bank), cluster.config.max_ops)  # before any setup
     total, setup_txns = setup_bank(cluster, gens, bank, cluster.config.submit_timeout_s)
     setup_s = time.monotonic() - t_setup
-    run_params = {"accounts": [list(a) for a in bank], "read_share": 0.0, **(params or {})}
-    if run_params["read_share"] and len(bank) > cluster.config.max_ops:
-        raise ConfigError(f"read_share > 0 reads all {len(bank)} accounts in one transaction, more than "
-                          f"max_ops = {cluster.config.max_ops}: use fewer accounts or read_share = 0")
     report, records = _measure(cluster, gens, workload, concurrency, rate, duration_s, seed, timeout, run_params)
     report.update(workload=workload, concurrency=concurrency, rate=rate, duration_s=duration_s,
                   generators=len(gens), seed=seed, accounts_per_participant=accounts,

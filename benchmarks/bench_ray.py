@@ -61,7 +61,7 @@ def run_point(*, f: int, concurrency: int, rate: float | None, workload: str, du
     import ray
 
     import dtm_ray
-    from actors.loadgen import bank_accounts_of, bank_setup_of, check_bank_run
+    from actors.loadgen import bank_accounts_in, bank_accounts_of, bank_setup_of, check_bank_run, check_read_share
     from actors.loadgen_actor import client_names
     from dtm_ray.config import ClusterConfig
 
@@ -72,6 +72,7 @@ def run_point(*, f: int, concurrency: int, rate: float | None, workload: str, du
     if span is not None:  # participants per transaction: exactly ``span`` kv services
         overrides["participants"] = {f"db-{i}": "kv" for i in range(span)}
     cfg = ClusterConfig(f=f, clients=("setup", *logical), log_level="WARNING", auth_scheme=auth, **overrides)
+    check_read_share(read_share, len(bank_accounts_in(cfg, accounts)), cfg.max_ops)
     point = {"n": cfg.replica_count, "f": f, "concurrency": concurrency, "rate": rate, "workload": workload,
              "fault": fault, "generators": generators, "auth": auth, "duration_s": duration_s, "seed": seed,
              "config": overrides, "accounts_per_participant": accounts, "read_share": read_share,

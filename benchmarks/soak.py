@@ -22,6 +22,7 @@ the load generator holds no growing history; a sample is taken while the next se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -151,7 +152,7 @@ def run_soak(*, minutes: float = 10.0, rate: float | None = 8.0, concurrency: in
     """One soak run; returns the JSON-able result (config, samples, summary). Raises if the
     history is wrong. Open loop at ``rate`` txn/s unless ``concurrency`` is given (closed loop)."""
     import dtm_ray
-    from actors.loadgen import bank_accounts_of
+    from actors.loadgen import bank_accounts_in, bank_accounts_of, check_read_share
     from actors.loadgen_actor import client_names
     from dtm_ray.config import ClusterConfig
 
@@ -163,10 +164,11 @@ def run_soak(*, minutes: float = 10.0, rate: float | None = 8.0, concurrency: in
     clients = concurrency or max(8, int(2 * rate))  # open loop: enough idle clients for the arrivals
     overrides = dict(LOADED_MACHINE if overrides is None else overrides)
     names = client_names("lg0", clients)
+    cfg = ClusterConfig(f=1, clients=("setup", *names), log_level="WARNING", auth_scheme=auth, **overrides)
+    check_read_share(read_share, len(bank_accounts_in(cfg, accounts)), cfg.max_ops)  # before anything starts
     owns_dir = data_dir is None
     data_dir = data_dir or tempfile.mkdtemp(prefix="dtm-soak-")
-    cfg = ClusterConfig(f=1, clients=("setup", *names), log_level="WARNING", auth_scheme=auth,
-                        data_dir=data_dir, **overrides)
+    cfg = dataclasses.replace(cfg, data_dir=data_dir)
     config = {"n": cfg.replica_count, "f": 1, "workload": "bank", "minutes": minutes, "rate": rate,
               "concurrency": concurrency, "logical_clients": clients, "sample_s": sample_s, "ref_s": ref_s,
               "seed": seed, "accounts_per_participant": accounts, "read_share": read_share, "auth": auth,

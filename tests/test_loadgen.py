@@ -8,10 +8,11 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from actors.loadgen import MuxCore, hot_bank_step, workload_step
+from actors.loadgen import MuxCore, bank_accounts_in, check_read_share, hot_bank_step, workload_step
 from actors.loadgen_actor import client_names, client_ring
 from actors.names import actor_name, actor_party
 from dtm_ray.config import ClusterConfig
+from dtm_ray.errors import ConfigError
 from dtm_ray.crypto import KeyRing, generate_keys, seal_mac
 from dtm_ray.pbft.messages import Reply
 from dtm_ray.txn.client import TxnClient
@@ -126,3 +127,11 @@ def test_mux_core_ticks_only_clients_with_a_request_outstanding_and_a_late_submi
     assert ticked == [a] and not mux.take_ready().send_now  # ticked, and not resent after 100 ms
     mux.tick(10_500)
     assert len(mux.take_ready().send_now) == len(cfg.replicas)  # after client_retry_ms: to every replica
+
+
+def test_a_bank_read_is_allowed_only_while_the_whole_bank_fits_in_one_transaction():
+    config = ClusterConfig(f=1)  # two kv services
+    check_read_share(0.05, len(bank_accounts_in(config, 32)), config.max_ops)  # 64 accounts: fits
+    check_read_share(0.0, len(bank_accounts_in(config, 10_000)), config.max_ops)  # no reads: any size
+    with pytest.raises(ConfigError, match="20000 accounts"):
+        check_read_share(0.05, len(bank_accounts_in(config, 10_000)), config.max_ops)

@@ -11,7 +11,10 @@ import json
 
 import pytest
 
+import dtm_ray
+
 from benchmarks import soak
+from dtm_ray.errors import ConfigError
 
 REPLICAS = ["R0", "R1", "R2", "R3"]
 PARTICIPANTS = ["db-0", "db-1", "mq-0"]
@@ -86,3 +89,20 @@ def test_quick_soak_samples_memory_and_disk_and_checks_the_history(ray_session, 
     assert all(r["rocksdb_mb"]["end"] > r["rocksdb_mb"]["at_ref"] for r in s["replicas"].values()), s["replicas"]
     assert s["rocksdb_growth_bytes_per_txn_max"] > 0
     assert s["committed_per_s"] > 0
+
+
+def test_a_soak_whose_bank_reads_could_not_fit_in_a_transaction_is_refused_before_anything_starts(monkeypatch):
+    # 10,000 accounts on each of two kv services: a whole-bank read would be 20,000 ops against
+    # max_ops = 64, so every read is refused and the run measures refusals (the 10-minute soak
+    # of 2026-12-02 did 5.7 txn/s so). Nothing may start: no data directory, no cluster.
+    started = []
+    monkeypatch.setattr(soak.tempfile, "mkdtemp", lambda **kw: started.append("dir") or "/nonexistent")
+
+    def start(*args, **kwargs):
+        started.append("cluster")
+        raise RuntimeError("a cluster was started")
+
+    monkeypatch.setattr(dtm_ray, "start", start)
+    with pytest.raises(ConfigError, match="max_ops"):
+        soak.run_soak(minutes=0.1, concurrency=4, accounts=10_000, read_share=0.05, auth="hmac")
+    assert started == []
