@@ -85,6 +85,8 @@ def take_sample(cluster, t_s: float, committed: int) -> dict:
         "rocksdb_sst_mb": {party: round(d["sst"] / MB, 3) for party, d in disk.items()},
         "log_entries": {p["id"]: p.get("log_entries") for p in status["replicas"]},
         "stable_checkpoint": {p["id"]: p.get("stable_checkpoint") for p in status["replicas"]},
+        "view": {p["id"]: p.get("view") for p in status["replicas"]},
+        "view_change_causes": {p["id"]: p.get("view_change_causes") for p in status["replicas"]},
     }
 
 

@@ -204,7 +204,7 @@ def test_a_replica_joins_a_view_change_that_f_plus_1_others_ask_for():
     h = Harness(7)
     run_increments(h, 1)
     for r in ("R1", "R2", "R3"):
-        h.replica(r)._start_view_change(1)
+        h.replica(r)._start_view_change(1, "operator")
     h.deliver_all()
     for r in h.replica_ids:
         assert h.replica(r).view == 1, r

@@ -24,7 +24,7 @@ def capture_traffic(seed: int = 5) -> tuple[Harness, list[tuple[str, str, bytes]
         h.submit(kvapp.incr("x"))
     h.run_until(lambda: len(h.results()) == 5)
     for r in ("R1", "R2"):
-        h.replica(r)._start_view_change(1)
+        h.replica(r)._start_view_change(1, "operator")
     h.deliver_all()
     h.drop = lambda src, dst, p: False
     return h, seen
@@ -98,7 +98,7 @@ def test_a_replica_restarted_during_a_view_change_asks_for_it_again_and_never_vo
     h = Harness(4)
     h.submit(kvapp.incr("x"))
     h.run_until(lambda: len(h.results()) == 1)
-    h.replica("R2")._start_view_change(1)
+    h.replica("R2")._start_view_change(1, "operator")
     h.deliver_all()
     h.restart("R2")
     r2 = h.replica("R2")

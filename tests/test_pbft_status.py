@@ -105,3 +105,25 @@ def test_replicas_that_missed_a_view_change_join_it_in_a_quiet_cluster():
     assert before["R6"] != before["R1"] and before["R0"] != before["R1"], context
     assert len(set(after.values())) == 1, context
     assert not world.safety_violations()
+
+
+def test_each_view_change_a_replica_starts_is_counted_with_the_rule_that_asked_for_it():
+    """A crashed primary: the backups that asked for view 1 say why (its silence stalled what they
+    wait for, or f+1 others asked first); a run without a fault reports no view change at all."""
+    for seed in (SEED, SEED + 1, SEED + 2):
+        world = build_world(seed, 4, clients=3, config=small_config(4))
+        sim = world.sim
+        world.start_workload(requests_per_client=12)
+        sim.run_for(150)
+        sim.crash("R0")
+        assert sim.run_until(world.workload_done, 30_000), f"seed={seed}: the workload did not finish"
+        causes = {r: s["view_change_causes"] for r, s in world.statuses().items() if r != "R0"}
+        context = f"seed={seed} causes {causes}"
+        print(context)
+        assert all(set(c) <= {"stalled", "joined"} and sum(c.values()) >= 1 for c in causes.values()), context
+        assert any("stalled" in c for c in causes.values()), context
+
+        quiet = build_world(seed, 4, clients=3, config=small_config(4))
+        quiet.start_workload(requests_per_client=12)
+        assert quiet.sim.run_until(quiet.workload_done, 30_000), f"seed={seed}: the fault-free workload did not finish"
+        assert all(s["view_change_causes"] == {} for s in quiet.statuses().values()), f"seed={seed}"

@@ -106,7 +106,7 @@ class AuthDefence:
                 del self._awaiting[seq]
                 self._accept_preprepare(slot, pp, payload)
             elif self._dead(unverified, since):
-                self._start_view_change(self.view + 1)
+                self._start_view_change(self.view + 1, "unvouched-batch")
                 return
 
     def _vouchers(self, slot: Slot, pp: PrePrepare) -> int:

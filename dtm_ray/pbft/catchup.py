@@ -65,7 +65,7 @@ class CatchUp:
         self.higher_views[sender] = max(view, self.higher_views.get(sender, 0))
         ahead = sorted((v for v in self.higher_views.values() if v > self.view), reverse=True)
         if len(ahead) >= quorum.weak(self.config.f):
-            self._start_view_change(ahead[quorum.weak(self.config.f) - 1])
+            self._start_view_change(ahead[quorum.weak(self.config.f) - 1], "peers-ahead")
 
     def _hint_stable(self, peer: str) -> None:
         """Send ``peer`` our CHECKPOINT of the stable seq (once per retransmit interval)."""

@@ -160,7 +160,7 @@ class NormalCase:
         if known is not None:
             if known[0].digest != pp.digest:  # two signed headers for one (view, seq): small, and proof
                 self._evidence(sender, "equivocation", (quote_preprepare(known[1], known[0]), quote_preprepare(payload, pp)))
-                self._start_view_change(self.view + 1)
+                self._start_view_change(self.view + 1, "equivocation")
             else:  # the primary retransmits: it lacks our votes
                 self._help_lagging(sender, slot)
             return
@@ -178,7 +178,7 @@ class NormalCase:
         if verdict is Verdict.REJECT:
             if reason is not None:  # provable: the primary signed a batch that is invalid on its face
                 self._evidence(sender, "invalid-batch", (payload,))
-                self._start_view_change(self.view + 1)
+                self._start_view_change(self.view + 1, "invalid-batch")
             return
         if verdict is Verdict.WAIT:
             self._hold(slot, pp, payload, self._first_waiting(pp, 0) or 0)

@@ -124,7 +124,7 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
                 self._catch_up_until = self.now + self._catch_up_grace_ms()
         if self._resume is not None:
             view, self._resume = self._resume, None
-            self._start_view_change(view)
+            self._start_view_change(view, "resumed")  # the one it had asked for before a restart
         if self._probe:
             self._probe = False
             for r in self.peers:
@@ -250,6 +250,7 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
             "pending_requests": len(self.pending),
             "admission": self.admission.status(self.requests_waiting()),  # bound, BUSY, forwards
             "view_change_timeout_ms": self._timeout_ms(),
+            "view_change_causes": dict(self.view_change_causes),  # the rule behind each one it started
             "batch_latency_ms": round(self.latency_ewma_ms, 1),
             "state_transfer_target": self.state_target,
             "evidence": dict(self.evidence_counts),

@@ -52,6 +52,9 @@ class ViewChanges:
         self.vc_deadline: int | None = None  # armed once 2f+1 replicas asked for vc_target or more
         self.my_view_change: bytes | None = None
         self.view_changes: dict[str, CheckedViewChange] = {}  # latest valid one per replica
+        # Why this replica asked for each view change it started (status: a view change under
+        # plain load must say which rule tripped, or nobody can tell load from a faulty primary).
+        self.view_change_causes: dict[str, int] = {}
         self.new_view_payload: bytes | None = None  # the NEW-VIEW that started the current view
         self.verified = VerifiedCertificates()  # certificates verified once, not per VIEW-CHANGE
         self.last_progress_ms = 0  # when we last executed a batch
@@ -95,10 +98,12 @@ class ViewChanges:
     def _check_timers(self) -> None:
         if self.view_changing:
             if self.vc_deadline is not None and self.now >= self.vc_deadline:
-                self._start_view_change(self.vc_target + 1)  # the NEW-VIEW did not come: next one
+                self._start_view_change(self.vc_target + 1, "new-view-timeout")  # the NEW-VIEW did not come: next one
         elif (self.waiting_requests or self.waiting_proposals) and not self.state_target \
-                and not self._catching_up() and self._primary_is_failing():
-            self._start_view_change(self.view + 1)
+                and not self._catching_up():
+            failing = self._primary_is_failing()
+            if failing is not None:
+                self._start_view_change(self.view + 1, failing)
 
     def _catch_up_grace_ms(self) -> int:
         """How long a restarted replica gives itself to learn what it missed (two rounds of its
@@ -129,7 +134,7 @@ class ViewChanges:
             return False
         return True
 
-    def _primary_is_failing(self) -> bool:
+    def _primary_is_failing(self) -> str | None:
         """Something we wait for (a request, a due App proposal) is not being executed: either
         nothing executed for a timeout while we waited (PBFT's rule: a slow but working cluster
         keeps its primary), or one item waited CENSORSHIP_FACTOR timeouts although others went
@@ -148,14 +153,17 @@ class ViewChanges:
         oldest = min(t for t in (first_request, self.oldest_proposal_ms) if t is not None)
         oldest = max(oldest, self.view_started_ms)
         timeout = self._timeout_ms()
-        stalled = self.now - max(oldest, self.last_progress_ms) >= timeout
-        censored = self.now - max(oldest, self.last_full_batch_ms) >= CENSORSHIP_FACTOR * timeout
-        return stalled or censored
+        if self.now - max(oldest, self.last_progress_ms) >= timeout:
+            return "stalled"
+        if self.now - max(oldest, self.last_full_batch_ms) >= CENSORSHIP_FACTOR * timeout:
+            return "censored"
+        return None
 
     # -----------------------------------------------------------------------------------------
     # VIEW-CHANGE and NEW-VIEW
 
-    def _start_view_change(self, new_view: int) -> None:
+    def _start_view_change(self, new_view: int, cause: str) -> None:
+        """Ask for ``new_view``; ``cause`` names the rule that asked (counted in status)."""
         if new_view <= (self.vc_target if self.view_changing else self.view):
             return
         prepared = tuple(s.proof for _, s in sorted(self.log.slots.items())
@@ -165,6 +173,7 @@ class ViewChanges:
         if payload is None:
             return
         self.view_changing, self.vc_target, self.my_view_change = True, new_view, payload
+        self.view_change_causes[cause] = self.view_change_causes.get(cause, 0) + 1
         for proof in prepared:  # built from messages verified on receipt: not worth checking again
             self.verified.remember(certificate_key(proof))
         self.vc_deadline = None
@@ -207,7 +216,7 @@ class ViewChanges:
         mine = self.vc_target if self.view_changing else self.view
         higher = sorted(c.vc.new_view for r, c in self.view_changes.items() if r != self.id and c.vc.new_view > mine)
         if len(higher) >= quorum.weak(self.config.f):
-            self._start_view_change(higher[0])
+            self._start_view_change(higher[0], "joined")  # f+1 asked first
         self._arm_view_change_timer()
         self._try_new_view()
 
@@ -249,7 +258,7 @@ class ViewChanges:
         except RemoteProtocolError as exc:
             self._evidence(sender, "forged-new-view", (payload,))
             self._reject(sender, f"invalid NEW-VIEW: {exc}")
-            self._start_view_change(max(nv.view, self.vc_target) + 1)
+            self._start_view_change(max(nv.view, self.vc_target) + 1, "forged-new-view")
             return
         self.new_view_payload = payload
         self._enter_view(plan, preprepares)
