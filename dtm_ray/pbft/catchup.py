@@ -124,7 +124,7 @@ class CatchUp:
         interval = self.config.status_interval_ms
         if not interval or (self.last_status_ms is not None and self.now - self.last_status_ms < interval):
             return
-        if self.now - self.last_progress_ms < interval:
+        if self.timer_now - self.last_progress_ms < interval:
             return  # traffic flows
         self.last_status_ms = self.now
         status = Status(self.view, self.executed, self.stable.seq)

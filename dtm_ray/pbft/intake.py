@@ -98,7 +98,7 @@ class RequestIntake:
         key = (req.client, req.request_id)
         if key not in self.pending and not self._keep(key, req, payload):
             return
-        self.waiting_requests.setdefault(key, self.now)
+        self.waiting_requests.setdefault(key, self.timer_now)
         if not self.is_primary and self.admission.may_forward(key, self.now, self.retransmit_ms):
             self._out.send(self.primary, payload, after_persist=False)  # the client's own envelope
 

@@ -113,7 +113,7 @@ class NormalCase:
             return
         self._proposals_stale = False
         due = self.app.proposals()
-        self.waiting_proposals = {p: self.waiting_proposals.get(p, self.now) for p in due}
+        self.waiting_proposals = {p: self.waiting_proposals.get(p, self.timer_now) for p in due}
         self.oldest_proposal_ms = min(self.waiting_proposals.values(), default=None)
         self.queued_proposals = dict.fromkeys(p for p in due if p not in self.inflight_proposals)
         self.queued_proposal_bytes = sum(map(batch_item_bytes, self.queued_proposals))
@@ -348,9 +348,9 @@ class NormalCase:
         self._observe_latency(since)
         self.executed = seq
         self.vc_attempts = 0
-        self.last_progress_ms = self.now
+        self.last_progress_ms = self.timer_now
         if len(fresh) + len(pp.proposals) >= self.config.batch_size:
-            self.last_full_batch_ms = self.now
+            self.last_full_batch_ms = self.timer_now
         self.next_seq = max(self.next_seq, seq + 1)
         self._out.output(Executed(self.id, pp.view, seq, pp.digest, tuple(fresh), len(pp.proposals)))
         if seq % self.config.checkpoint_interval == 0:

@@ -117,6 +117,8 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
         self._after_step()
 
     def tick(self, now_ms: int) -> None:
+        if self.clock_start is not None:
+            self._note_pause(now_ms - self.now)
         self.now = max(self.now, now_ms)
         if self.clock_start is None:
             self.clock_start = self.now
@@ -251,6 +253,7 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
             "admission": self.admission.status(self.requests_waiting()),  # bound, BUSY, forwards
             "view_change_timeout_ms": self._timeout_ms(),
             "view_change_causes": dict(self.view_change_causes),  # the rule behind each one it started
+            "paused": {"count": self.pauses, "ms": self.paused_ms},  # not counted by its timers
             "batch_latency_ms": round(self.latency_ewma_ms, 1),
             "state_transfer_target": self.state_target,
             "evidence": dict(self.evidence_counts),

@@ -9,6 +9,10 @@ Events are of three kinds:
 - a *tick*: ``node.tick(now_ms)`` every ``tick_ms`` of virtual time per node;
 - a *call*: a scheduled action of a test or a fault plan (crash, partition, heal, submit).
 
+A node may also be *paused* (``pause``), as in one long turn of its host: for a while it takes
+in what arrives on its stale clock (no ticks) and nothing it says leaves; at the end it ticks, and
+what it had to say leaves then.
+
 After every delivery, tick or call on a node the simulation runs ``dtm_ray.node.drive`` (the very
 loop the Ray actors run: send_now, one synced write batch, send_after_persist) and hands the
 messages to the network, which decides when (and whether, and how many times) they arrive.
@@ -61,6 +65,7 @@ class Party:
     behaviour: Behaviour | None = None
     received: int = 0
     lost_while_down: int = 0
+    paused_until: int = 0
 
     @property
     def alive(self) -> bool:
@@ -121,6 +126,7 @@ class Simulation:
             return
         party.node = None
         party.incarnation += 1  # pending ticks of the old life are ignored
+        party.paused_until = 0
         self.note(f"crash {party_id}")
 
     def restart(self, party_id: str, *, wipe: bool = False) -> None:
@@ -146,6 +152,23 @@ class Simulation:
 
     def note(self, what: str) -> None:
         self.journal.append(f"t={self.now_ms}ms {what}")
+
+    def pause(self, party_id: str, ms: int) -> None:
+        """One long turn of ``ms``: the node takes in what arrives on its stale clock, it is not
+        ticked, and nothing it sends or writes leaves until the end, when it ticks (a host busy
+        with a burst of requests, or a starved process)."""
+        party = self._party(party_id)
+        if party.node is None or ms <= 0:
+            return
+        party.paused_until = max(party.paused_until, self.now_ms + ms)
+        self.note(f"pause {party_id} for {ms} ms")
+        self.schedule(party.paused_until, lambda sim: sim._resume(party, party.incarnation))
+
+    def _resume(self, party: Party, incarnation: int) -> None:
+        if party.node is None or party.incarnation != incarnation or self.now_ms < party.paused_until:
+            return  # crashed meanwhile, or paused again for longer (that pause resumes it)
+        party.node.tick(self.now_ms)
+        self._drive(party)
 
     # -- acting on nodes ------------------------------------------------------------------------
     def invoke(self, party_id: str, action: Callable[[Node], Any]) -> Any:
@@ -222,11 +245,15 @@ class Simulation:
         self.counters.deliveries += 1
         party.received += 1
         party.node.receive(src, payload)
-        self._drive(party)
+        if self.now_ms >= party.paused_until:  # paused: what it says leaves at the end (``_resume``)
+            self._drive(party)
 
     def _tick(self, party_id: str, incarnation: int) -> None:
         party = self.parties[party_id]
         if party.node is None or party.incarnation != incarnation:
+            return
+        if self.now_ms < party.paused_until:  # paused: the tick is skipped, the next one comes
+            self._push(self.now_ms + party.tick_ms, _TICK, (party_id, incarnation))
             return
         self.counters.ticks += 1
         party.node.tick(self.now_ms)
