@@ -26,7 +26,8 @@ from actors.report import (COST_KEYS, all_statuses, load_average, party_totals, 
 # The vote timeout for a machine shared with other work: at the default 2 s, transactions queued
 # behind locks on hot accounts abort by timeout. (A 2 s view-change timer used to be needed too:
 # the censorship rule fired on plain queues. Since the censorship clock restarts on full batches
-# and the timers adapt to the measured consensus latency, the default 500 ms holds under load.)
+# the timers adapt to the measured consensus latency and do not count a replica's own pauses, the
+# default 1000 ms holds under load.)
 # Every point records the config it ran with.
 LOADED_MACHINE = {"vote_timeout_ms": 10_000}
 SETTLE_MAX_S = 900.0
