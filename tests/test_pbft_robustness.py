@@ -59,11 +59,15 @@ def test_mutated_messages_never_crash_a_replica(seed, index):
     rng = random.Random(seed)
     src, dst, payload = TRAFFIC[index]
     target = H.nodes[dst] if dst in H.replica_ids else H.nodes["R3"]
+    executed, results = target.executed, len(H.results())
     target.receive(src, mutate(rng, payload))
     target.tick(H.now)
     target.take_ready()
     H.clients["c0"].receive(src, mutate(rng, payload))
     H.clients["c0"].take_ready()
+    # No crash, and nothing a forged or replayed message could make happen: no execution, no result.
+    assert target.executed == executed and len(H.results()) == results
+    assert target.status()["id"] == target.id
 
 
 def test_a_flood_of_garbage_is_counted_and_the_cluster_still_works():

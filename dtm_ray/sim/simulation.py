@@ -162,7 +162,8 @@ class Simulation:
             return
         party.paused_until = max(party.paused_until, self.now_ms + ms)
         self.note(f"pause {party_id} for {ms} ms")
-        self.schedule(party.paused_until, lambda sim: sim._resume(party, party.incarnation))
+        incarnation = party.incarnation  # a crash and restart meanwhile ends this pause, not the next life's
+        self.schedule(party.paused_until, lambda sim: sim._resume(party, incarnation))
 
     def _resume(self, party: Party, incarnation: int) -> None:
         if party.node is None or party.incarnation != incarnation or self.now_ms < party.paused_until:
