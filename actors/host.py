@@ -222,13 +222,26 @@ class Host:
             if outputs:
                 for item in outputs:
                     self.counters["out:" + type(item).__name__] += 1
-                self.on_outputs(outputs)
+                self._hand_over(outputs)
             if not outputs and synced == getattr(self.storage, "synced_writes", 0):
                 break
         self._flush()
         if self.counters["messages_in"] + self.counters["messages_out"] != activity or any(self._buffers.values()):
             self._last_activity_ms = self.now_ms()
         self._refresh_peers()
+
+    def _hand_over(self, outputs: list[Any]) -> None:
+        """Give the party its outputs. Its handler failing on one item must cost that round's
+        hand-over, counted and logged, not the rest of the turn: what the core already said
+        still leaves in this turn's flush."""
+        try:
+            self.on_outputs(outputs)
+        except Exception as exc:  # noqa: BLE001 - counted, logged, and visible in status()
+            self.counters["output_errors"] += 1
+            self.last_error = repr(exc)
+            from loguru import logger
+
+            logger.opt(exception=exc).error("{} output handler failed", self.party)
 
     def _take_input(self) -> None:
         while self._control:

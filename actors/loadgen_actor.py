@@ -94,13 +94,8 @@ class LoadGenActor:
                                        **self.core.status(), "host": self.host.stats()})
 
     def on_outputs(self, outputs: list[Any]) -> None:  # on the loop thread
-        resolved = []
-        for item in outputs:
-            waiting = self._waiting.get(getattr(item, "txn_id", None))
-            if waiting is not None:
-                resolved.append((waiting[1], item))
-        if resolved:  # one hand-over to the event loop for the whole round
-            waiting[0].call_soon_threadsafe(_resolve_all, resolved)
+        for loop, resolved in resolutions(outputs, self._waiting).items():
+            loop.call_soon_threadsafe(_resolve_all, resolved)  # one hand-over per event loop and round
 
     def _submit_soon(self, loop: asyncio.AbstractEventLoop, item: tuple) -> None:
         """Queue one submission; the clients that become ready in the same round of the event loop
@@ -212,6 +207,19 @@ class LoadGenActor:
                 self._waiting.pop(submitted[0], None)
         return dataclasses.asdict(Record(result.txn_id, kind, tuples, "ok" if result.committed else "fail",
                                          list(result.reads or []), result.reason, start_ns, time.time_ns()))
+
+
+def resolutions(outputs: list[Any], waiting: dict[str, tuple[Any, asyncio.Future]]
+                ) -> dict[Any, list[tuple[asyncio.Future, Any]]]:
+    """The outputs of one turn that answer a waiting submission, grouped by the event loop that
+    waits: a turn's outputs mix results with what no submission waits for (a ``Rejected`` for a
+    forged or replayed reply, a result already timed out), and those must not hide the rest."""
+    by_loop: dict[Any, list[tuple[asyncio.Future, Any]]] = {}
+    for item in outputs:
+        entry = waiting.get(getattr(item, "txn_id", None))
+        if entry is not None:
+            by_loop.setdefault(entry[0], []).append((entry[1], item))
+    return by_loop
 
 
 def _resolve_all(resolved: list[tuple[asyncio.Future, Any]]) -> None:

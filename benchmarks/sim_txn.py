@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 
 from dtm_ray.crypto import CRYPTO_OPS
+from dtm_ray.faults import make_behaviour
 from dtm_ray.pbft.events import Executed, ViewChanged
 from dtm_ray.sim.txn_world import build_txn_world
 from dtm_ray.txn.ops import Op
@@ -59,7 +61,7 @@ CLIENT_TICK_MS = 500  # clients resend after client_retry_ms (5 s): ticking idle
 
 def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait_ms: int = 2, seed: int = 1,
             auth: str = "hmac", max_waiting: int | None = None, vote_timeout_ms: int = 5_000,
-            timeouts_ms: int = 5_000) -> dict:
+            timeouts_ms: int = 5_000, byzantine: str | None = None) -> dict:
     pbft = {"batch_size": batch, "batch_wait_ms": batch_wait_ms, "checkpoint_interval": 16, "watermark_window": 64,
             "view_change_timeout_ms": timeouts_ms, "client_retry_ms": timeouts_ms, "auth_scheme": auth}
     if max_waiting is not None:
@@ -68,6 +70,9 @@ def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait
                             client_tick_ms=CLIENT_TICK_MS, pbft=pbft, txn={"vote_timeout_ms": vote_timeout_ms},
                             client_pair_keys=False)
     world.verify_cache.enabled = cache
+    if byzantine:  # on the primary, from the first request: its view change is part of the run
+        world.make_byzantine("R0", make_behaviour(byzantine, keys=world.keys["R0"], config=world.config,
+                                                  rng=random.Random(seed)), byzantine)
     per_client = max(1, txns // clients)
     macs_before = CRYPTO_OPS["mac"]
     start_cpu, start_wall = time.process_time(), time.perf_counter()
@@ -83,7 +88,7 @@ def measure(n: int, clients: int, txns: int, cache: bool, batch: int, batch_wait
     slots = len({o.output.seq for o in world.sim.outputs if isinstance(o.output, Executed) and o.party == "R0"})
     net, vc = world.sim.network.counters, world.verify_cache
     return {
-        "n": n, "auth_scheme": auth, "clients": clients, "client_tick_ms": CLIENT_TICK_MS, "batch_size": batch, "batch_wait_ms": batch_wait_ms, "verify_cache": cache, "finished": done,
+        "n": n, "byzantine": byzantine, "auth_scheme": auth, "clients": clients, "client_tick_ms": CLIENT_TICK_MS, "batch_size": batch, "batch_wait_ms": batch_wait_ms, "verify_cache": cache, "finished": done,
         "committed": committed, "aborted": len(results) - committed,
         "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
         "committed_per_cpu_s": round(committed / cpu, 1) if cpu else None,
@@ -147,10 +152,12 @@ def main() -> None:
                         help="TxnConfig.vote_timeout_ms (its default is 2000)")
     parser.add_argument("--timeouts-ms", type=int, default=5_000,
                         help="view_change_timeout_ms and client_retry_ms")
+    parser.add_argument("--byzantine", nargs="*", default=[None],
+                        help="replica behaviours (dtm_ray.faults) to give the primary R0, one run each")
     args = parser.parse_args()
     runs = [measure(n, clients, args.txns, args.cache, 100, wait, auth=args.auth, max_waiting=args.max_waiting,
-                    vote_timeout_ms=args.vote_timeout_ms, timeouts_ms=args.timeouts_ms)
-            for clients in args.clients for n in args.n for wait in args.batch_wait_ms]
+                    vote_timeout_ms=args.vote_timeout_ms, timeouts_ms=args.timeouts_ms, byzantine=byzantine)
+            for clients in args.clients for n in args.n for wait in args.batch_wait_ms for byzantine in args.byzantine]
     print(json.dumps({"benchmark": "sim_txn", "workload": "2-participant transfers", "runs": runs}, indent=2))
 
 

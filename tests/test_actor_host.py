@@ -246,3 +246,17 @@ def test_malformed_calls_and_a_raising_core_are_counted_not_fatal():
         assert host.counters["core_errors"] == 2
 
     run(body)
+
+
+def test_a_raising_output_handler_is_counted_and_the_turn_still_sends_what_the_core_said():
+    def body(host, peer, storage):
+        def explode(outputs):
+            raise TypeError("a handler bug")
+
+        host.on_outputs = explode
+        host.deliver("a", [b"pong:1", b"ping:2"], token_from("a"))  # an output, and a reply to send
+        host.turn()
+        assert host.counters["output_errors"] == 1 and "handler bug" in host.last_error
+        assert peer.calls == [("b", [b"pong:2"], 1)]  # left in this turn, after its fsync
+
+    run(body)

@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from actors.loadgen import MuxCore, bank_accounts_in, check_read_share, hot_bank_step, workload_step
-from actors.loadgen_actor import client_names, client_ring
+from actors.loadgen_actor import LoadGenActor, client_names, client_ring
 from actors.names import actor_name, actor_party
 from dtm_ray.config import ClusterConfig
 from dtm_ray.errors import ConfigError
 from dtm_ray.crypto import KeyRing, generate_keys, seal_mac
+from dtm_ray.pbft.events import Rejected
 from dtm_ray.pbft.messages import Reply
 from dtm_ray.txn.client import TxnClient
 from dtm_ray.txn.ops import Op, TxnResult
@@ -135,3 +137,24 @@ def test_a_bank_read_is_allowed_only_while_the_whole_bank_fits_in_one_transactio
     check_read_share(0.0, len(bank_accounts_in(config, 10_000)), config.max_ops)  # no reads: any size
     with pytest.raises(ConfigError, match="20000 accounts"):
         check_read_share(0.05, len(bank_accounts_in(config, 10_000)), config.max_ops)
+
+
+@pytest.mark.parametrize("last", ["rejected", "unwaited result"])
+def test_every_waited_result_of_a_turn_is_handed_over_whatever_else_the_turn_produced(last):
+    """A turn's outputs mix results with what nobody waits for: a ``Rejected`` for each forged or
+    replayed reply a faulty replica sends, a result whose submission timed out. Ending a turn with
+    one of those made the hand-over fail, and the turn's results with it (every client of the
+    generator waiting out its timeout under a replaying primary)."""
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        actor = LoadGenActor.__new__(LoadGenActor)  # only its hand-over: no host, no Ray
+        waited = {t: loop.create_future() for t in ("lg0..c0:1", "lg0..c1:1")}
+        actor._waiting = {t: (loop, fut) for t, fut in waited.items()}
+        results = [TxnResult(True, "commit", t, [None], None) for t in waited]
+        noise = Rejected("lg0..c0", "R0", "bad authenticator") if last == "rejected" else \
+            TxnResult(False, "abort", "lg0..c9:4", [None], "vote timeout")
+        actor.on_outputs([results[0], noise, results[1], noise])
+        done = await asyncio.wait_for(asyncio.gather(*waited.values()), timeout=5)
+        assert done == results
+
+    asyncio.run(scenario())
