@@ -37,6 +37,16 @@ class Channels:
     def outgoing(self, dest: str) -> bytes:
         return self._outgoing.get(dest, b"")
 
+    def core_sender(self, sender: str, claimed_token: object) -> str:
+        """The deliverer the core is told of: ``sender`` when the call proves it, or when
+        ``sender`` is a party this one shares no key with (a load generator's actor: the core
+        authenticates its clients' messages themselves); else ``UNAUTHENTICATED``. A core may
+        hold what arrives on a proven channel against its deliverer (a replica replaces a primary
+        whose own channel carries garbage), so no liar may borrow a correct party's name."""
+        if sender not in self._incoming:
+            return sender
+        return self.budget_key(sender, claimed_token)
+
     def budget_key(self, sender: str, claimed_token: object) -> str:
         """``sender`` if the call proves it came from ``sender``, else the shared unauthenticated key."""
         expected = self._incoming.get(sender)

@@ -273,9 +273,11 @@ class Host:
             self.counters["dropped_partition_in"] += len(payloads) if isinstance(payloads, (list, tuple)) else 1
             return
         self.counters["calls_in"] += 1
-        for payload in self._admit(sender, payloads, token):
+        admitted = self._admit(sender, payloads, token)
+        teller = self.channels.core_sender(sender, token) if admitted else sender
+        for payload in admitted:
             if self._counted_in(payload):
-                self._core_receive(self.core.receive, sender, payload)
+                self._core_receive(self.core.receive, teller, payload)
         self._heard(sender)
 
     def _receive_routed(self, sender: Any, routed: Any, token: Any) -> None:
@@ -288,12 +290,13 @@ class Host:
         if not isinstance(routed, dict):
             self.counters["rejected_malformed_call"] += 1
             return
+        teller = self.channels.core_sender(sender, token) if isinstance(sender, str) else sender
         for dest, payloads in routed.items():
             for payload in self._admit(sender, payloads, token):
                 if receive_for is None or not isinstance(dest, str):
                     self.counters["rejected_non_bytes"] += 1
                 elif self._counted_in(payload):
-                    self._core_receive(receive_for, dest, sender, payload)
+                    self._core_receive(receive_for, dest, teller, payload)
         self._heard(sender)
 
     def _counted_in(self, payload: Any) -> bool:

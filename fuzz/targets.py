@@ -13,6 +13,7 @@ import random
 from functools import lru_cache
 from typing import Callable
 
+from actors.channel import UNAUTHENTICATED
 from dtm_ray.errors import DecodeError, RemoteProtocolError
 from dtm_ray.crypto import Envelope
 from dtm_ray.sim.hostile import VARIANTS, Recorder, hostile_variant
@@ -85,6 +86,14 @@ def cluster() -> Cluster:
     return Cluster()
 
 
+def deliverer(claimed: str) -> str:
+    """Who a core is told handed it hostile bytes: not the party the bytes claim, since a host
+    names a keyed deliverer only when its call proves it (``actors.channel``). Bytes that truly
+    come on a party's own channel are that party's doing: a replica replaces a primary for them
+    (``tests/test_refused_primary.py``), so they are not "changes nothing" input."""
+    return UNAUTHENTICATED if claimed != "fuzzer" else claimed
+
+
 def handler(role: str) -> Callable[[bytes], None]:
     def target(data: bytes) -> None:
         c = cluster()
@@ -92,7 +101,7 @@ def handler(role: str) -> Callable[[bytes], None]:
         node = c.world.sim.node(dest)
         before, count = c.fingerprint(dest), c.counted(dest)
         try:
-            node.receive(src, payload)
+            node.receive(deliverer(src), payload)
         except RemoteProtocolError as exc:  # a typed error must still never escape receive
             raise AssertionError(f"{role} {dest} let {type(exc).__name__} escape: {exc}") from exc
         ready = node.take_ready()

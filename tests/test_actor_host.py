@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
-from actors.channel import Channels
+from actors.channel import UNAUTHENTICATED, Channels
 from actors.host import Host
 from actors.toy import ToyCore
 from dtm_ray.storage import MemoryStorage
@@ -79,7 +79,7 @@ def test_replies_leave_after_the_persist_in_one_call():
 def test_a_transformer_rewrites_every_outgoing_message_and_bad_output_is_dropped():
     def body(host, peer, storage):
         host.set_transformer(lambda dest, payload: [(dest, payload), (dest, payload), (42, b"x")])
-        host.deliver("a", [b"ping:1"])
+        host.deliver("a", [b"ping:1"], token_from("a"))
         host.turn()
         assert peer.calls[0][1] == [b"pong:1", b"pong:1"]
 
@@ -89,7 +89,7 @@ def test_a_transformer_rewrites_every_outgoing_message_and_bad_output_is_dropped
 def test_a_raising_transformer_is_counted_not_fatal():
     def body(host, peer, storage):
         host.set_transformer(lambda dest, payload: 1 / 0)
-        host.deliver("a", [b"ping:1"])
+        host.deliver("a", [b"ping:1"], token_from("a"))
         host.turn()
         assert peer.calls == [] and host.counters["transformer_errors"] == 1
 
@@ -99,7 +99,7 @@ def test_a_raising_transformer_is_counted_not_fatal():
 def test_partition_drops_both_directions():
     def body(host, peer, storage):
         host.set_blocked(["a"])
-        host.deliver("a", [b"ping:1"])
+        host.deliver("a", [b"ping:1"], token_from("a"))
         host.turn()
         assert host.core.count == 0 and host.counters["dropped_partition_in"] == 1
         host.core.send("a", 5)
@@ -241,7 +241,7 @@ def test_malformed_calls_and_a_raising_core_are_counted_not_fatal():
             raise RuntimeError("a core bug")
 
         host.core.receive = explode
-        host.deliver("a", [b"ping:1", b"ping:2"])
+        host.deliver("a", [b"ping:1", b"ping:2"], token_from("a"))
         host.turn()
         assert host.counters["core_errors"] == 2
 
@@ -258,5 +258,21 @@ def test_a_raising_output_handler_is_counted_and_the_turn_still_sends_what_the_c
         host.turn()
         assert host.counters["output_errors"] == 1 and "handler bug" in host.last_error
         assert peer.calls == [("b", [b"pong:2"], 1)]  # left in this turn, after its fsync
+
+    run(body)
+
+
+def test_the_core_hears_a_keyed_senders_name_only_from_a_call_that_proves_it():
+    """A faulty party may call ``deliver("a", ...)``: the core must not hold what it hands over
+    against a (a replica replaces a primary whose own channel carries garbage)."""
+    def body(host, peer, storage):
+        heard = []
+        host.on_outputs = lambda outputs: heard.extend((who, n) for _, who, n in outputs)
+        host.deliver("a", [b"pong:1"], token_from("a"))
+        host.deliver("a", [b"pong:2"])  # no token
+        host.deliver("a", [b"pong:3"], token_from("c"))  # c's token, a's name
+        host.deliver("lg0", [b"pong:4"])  # a party b shares no key with: its name as it says
+        host.turn()
+        assert heard == [("a", 1), (UNAUTHENTICATED, 2), (UNAUTHENTICATED, 3), ("lg0", 4)]
 
     run(body)

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from dtm_ray.errors import DtmError
+from fuzz.targets import deliverer
 from dtm_ray.pbft.events import Rejected
 from dtm_ray.pbft.messages import open_request
 from dtm_ray.sim.hostile import VARIANTS, Recorder, hostile_variant
@@ -96,7 +97,7 @@ def feed(role: str, index: int, variant: str, seed: int, *, oversized: bool = Fa
                                                      if c not in (src, decode(payload, Envelope).sender))], oversized=oversized)
     node = WORLD.sim.node(dest)
     before, count = _fingerprint(dest), _rejections(dest)
-    node.receive(src, hostile)
+    node.receive(deliverer(src), hostile)  # the hostile network's, not src's (fuzz.targets.deliverer)
     ready = node.take_ready()
     context = f"variant={variant} role={role} index={index} seed={seed} from {src} to {dest}"
     if variant == "bit-flip" and _authentic_at(dest, hostile):

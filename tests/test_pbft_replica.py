@@ -362,3 +362,26 @@ def test_a_primary_that_censors_one_client_is_replaced():
     assert h.replica("R1").view == 1
     assert len(h.results("c0")) >= 10  # progress all along: the stall timer alone would never fire
     h.assert_agreement()
+
+
+def test_a_new_primary_that_lacks_a_batch_its_new_view_reproposes_gets_it_from_its_peers():
+    """R1 never got the PRE-PREPARE that R0, R2 and R3 committed; R0 dies; R1 becomes primary
+    and its NEW-VIEW re-proposes the batch by digest. The peers that have it answer R1's request
+    with the completed PRE-PREPARE, which is in R1's own name: it used to be dropped as our own
+    message coming back, and the new primary could never execute the batch (seen in the
+    simulator: a primary that corrupts its messages, replaced, left its successor stuck)."""
+    h = Harness(4)
+    run_increments(h, 1)
+    h.drop = lambda src, dst, p: src == "R0" and dst == "R1" and isinstance(body(p), PrePrepare)
+    h.submit(kvapp.incr("x"))
+    h.advance(10)
+    assert h.replica("R1").executed == 1 and h.replica("R2").executed == 2
+    h.drop = lambda src, dst, p: False
+    h.crash("R0")
+    for r in ("R1", "R2", "R3"):
+        h.replica(r)._start_view_change(1, "operator")
+    h.run_until(lambda: h.replica("R1").view == 1 and not h.replica("R1").view_changing, max_ms=5_000)
+    h.run_until(lambda: h.replica("R1").executed >= 2, max_ms=5_000)
+    assert h.apps["R1"].data == {"x": 2}
+    run_increments(h, 1, max_ms=5_000)  # and the new view goes on
+    h.assert_agreement()

@@ -98,6 +98,8 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
             body = decode(env.body)
         except RemoteProtocolError as exc:
             self._reject(sender, f"malformed: {exc}")
+            if sender == self.primary:
+                self._refused_from_primary()
             return
         try:
             if isinstance(body, Request):
@@ -164,11 +166,14 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
     def _on_replica_message(self, env: Envelope, body: object, payload: bytes) -> None:
         sender = env.sender
         if sender == self.id:
-            self.ignored += 1  # our own message coming back (relayed as proof, or replayed)
+            if not (isinstance(body, PrePrepare) and self._completed_own_reproposal(env, body, payload)):
+                self.ignored += 1  # our own message coming back (relayed as proof, or replayed)
             return
         if sender not in self.peers:
             raise AuthError(f"{type(body).__name__} from {sender!r}, not a peer replica")
         if not self.keys.verify(sender, signed_bytes(body, env.body), env.auth):
+            if sender == self.delivered_by == self.primary:
+                self._refused_from_primary()
             raise AuthError(f"bad signature on {type(body).__name__} from {sender!r}")
         if isinstance(body, PrePrepare):
             self._on_preprepare(sender, body, payload)
