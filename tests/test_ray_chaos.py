@@ -171,13 +171,15 @@ def _grew(before, after, accused, field):
     return any(r.get(field, {}).get(accused, 0) > was[r["id"]] for r in after["replicas"] if r["id"] != accused)
 
 
+# A primary whose own channel (its calls prove who made them: ``actors.channel``) carries garbage
+# or messages under a signature not its own is replaced at once (``corrupt-auth``, ``flood``).
 # An equivocating primary is always caught (a backup shown the other batch gets the pre-prepare
 # the others accepted, relayed as proof), but not always replaced: when a single backup was shown
 # the alternative, the other 2f+1 commit, and a checkpoint moves the slot out of their window
 # before the relayed proof reaches them, so only that backup asks for a view change (PBFT moves
 # on f+1). Safety holds either way; the backup rejoins at the next view change.
 EFFECTS = {
-    "corrupt-auth": (rejected,), "delay": (), "equivocate": (evidence,), "flood": (rejected,),
+    "corrupt-auth": (rejected, replaced), "delay": (), "equivocate": (evidence,), "flood": (rejected, replaced),
     "forge-decision": (), "forge-votes": (evidence, replaced), "future-view": (rejected,),
     "mute": (replaced,), "replay": (rejected,), "selective": (), "stale-view": (rejected, replaced),
     "wrong-digest": (rejected, replaced), "wrong-result": (),
