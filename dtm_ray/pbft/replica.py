@@ -165,11 +165,10 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
 
     def _on_replica_message(self, env: Envelope, body: object, payload: bytes) -> None:
         sender = env.sender
-        if sender == self.id:
-            if not (isinstance(body, PrePrepare) and self._completed_own_reproposal(env, body, payload)):
-                self.ignored += 1  # our own message coming back (relayed as proof, or replayed)
+        if sender == self.id and not (isinstance(body, PrePrepare) and self._wants_own_reproposal(body)):
+            self.ignored += 1  # our own message coming back (relayed as proof, or replayed)
             return
-        if sender not in self.peers:
+        if sender not in self.peers and sender != self.id:
             raise AuthError(f"{type(body).__name__} from {sender!r}, not a peer replica")
         if not self.keys.verify(sender, signed_bytes(body, env.body), env.auth):
             if sender == self.delivered_by == self.primary:

@@ -19,7 +19,7 @@ own pauses).
 
 from __future__ import annotations
 
-from dtm_ray.crypto import Envelope, seal_mac, signed_bytes
+from dtm_ray.crypto import Envelope, seal_mac
 from dtm_ray.errors import RemoteProtocolError
 from dtm_ray.pbft import persist, quorum
 from dtm_ray.pbft.certcache import VerifiedCertificates
@@ -27,7 +27,7 @@ from dtm_ray.pbft.config import batch_item_bytes
 from dtm_ray.pbft.events import ViewChanged
 from dtm_ray.pbft.log import Slot
 from dtm_ray.pbft.messages import (NULL_DIGEST, NewView, PrePrepare, PrePrepareHeader, Request, SlotRequest, ViewChange,
-                                   assemble_preprepare, batch_digest, header_view, quote_preprepare, seal)
+                                   assemble_preprepare, header_view, quote_preprepare, seal)
 from dtm_ray.pbft.viewchange import (CheckedViewChange, NewViewPlan, certificate_key, plan_new_view,
                                      preprepares_for, verify_new_view, verify_view_change)
 from dtm_ray.wire import decode
@@ -358,20 +358,13 @@ class ViewChanges:
         header = header_view(slot.wanted)
         return (header.view, header.digest) == (pp.view, pp.digest)
 
-    def _completed_own_reproposal(self, env: Envelope, pp: PrePrepare, payload: bytes) -> bool:
+    def _wants_own_reproposal(self, pp: PrePrepare) -> bool:
         """A new primary whose NEW-VIEW re-proposed a batch it never had asks its peers for it
         like anybody (``_complete_reproposal``), and what they send back is the completed
-        PRE-PREPARE in its own name. Taken if it is the one we want, signed by us and its batch
-        matches its digest (whoever attached it); anything else of ours coming back is ignored."""
+        PRE-PREPARE in its own name: that one goes through the normal checks (signature, batch
+        against digest, ``_wanted_matches``); anything else of ours coming back is ignored."""
         slot = self.log.get(pp.seq)
-        if slot is None or pp.view != self.view or not self._wanted_matches(slot, pp):
-            return False
-        if not self.keys.verify(self.id, signed_bytes(pp, env.body), env.auth) or \
-                batch_digest(pp.requests, pp.proposals) != pp.digest:
-            self._reject(self.delivered_by, f"the completed pre-prepare {pp.seq} it sent us is not ours")
-            return True
-        self._adopt_reproposal(slot, pp, payload)
-        return True
+        return slot is not None and pp.view == self.view and self._wanted_matches(slot, pp)
 
     def _fetch_slot(self, seq: int) -> None:
         for r in self.peers:
