@@ -165,7 +165,7 @@ def test_a_flooded_replica_stays_bounded_and_honest_clients_keep_committing():
         status = sim.node("R1").status()
         for key, value in (("pending_requests", status["pending_requests"]), ("log_entries", status["log_entries"]),
                            ("hostile_pending", sim.node("R1").pending_per_client[hostile]),
-                           ("early_votes", sim.node("R1").app._early_votes.count("db-0")),
+                           ("early_votes", sim.node("R1").app._book.early.count("db-0")),
                            ("rejected_keys", len(status["rejected"]))):
             peaks[key] = max(peaks[key], value)
         if sim.now_ms < ATTACK_END_MS:

@@ -137,7 +137,7 @@ def test_votes_for_transactions_never_prepared_change_nothing():
     assert tried["not-mine"] > 20, tried
     caught = world.sim.node("R0").app.rejected[LIAR]
     assert caught >= tried["not-mine"], (caught, tried)
-    early = world.sim.node("R0").app._early_votes
+    early = world.sim.node("R0").app._book.early
     assert tried["unknown"] > 2 * EARLY_VOTES, tried  # the flood exceeds the bound...
     assert early.count(LIAR) == EARLY_VOTES and early.evicted > 0  # ...which holds
     assert early.count() - early.count(LIAR) < 100  # honest participants' early votes are their own

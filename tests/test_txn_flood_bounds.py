@@ -80,7 +80,7 @@ def test_one_participants_early_votes_do_not_evict_anothers():
     for first in range(0, 3 * EARLY_VOTES, 1_000):
         flood = [Vote(f"ghost:{i}", i, True, [], None) for i in range(first, first + 1_000)]
         app.receive(open_envelope(vote_batch(log.keys["db-1"], flood)))
-    assert app._early_votes.count("db-1") == EARLY_VOTES and app._early_votes.evicted >= 2 * EARLY_VOTES
+    assert app._book.early.count("db-1") == EARLY_VOTES and app._book.early.evicted >= 2 * EARLY_VOTES
     app.execute(1, "alice", 1, encode(TxnRequest((Op.add("db-0", "k", 1),))))
     proposals = [decode(p) for p in app.proposals()]
     assert [d.txn_id for p in proposals if isinstance(p, DecideBatch) for d in p.decisions if d.commit] == ["alice:1"]

@@ -93,7 +93,7 @@ def test_forged_commit_is_rejected_and_timeout_abort_waits_for_the_timer():
     log.intercept = lambda s, d, p: [] if d == "db-1" else [p]  # db-1 never hears of it
     txn = log.submit("alice", [Op.put("db-0", "k", 1), Op.put("db-1", "k", 1)])
     log.deliver()
-    db0_vote = next(iter(log.apps["R1"]._votes[txn].values()))[1]
+    db0_vote = next(iter(log.apps["R1"]._book.of(txn).values()))[1]
     forged_sig = seal_signed(log.keys["R0"], VoteBatch("db-1", (Vote(txn, 0, True, [None], None),)))
     own_keys = seal_signed(log.keys["db-0"], VoteBatch("db-1", (Vote(txn, 0, True, [None], None),)))
     for evidence in [(), (db0_vote,), (db0_vote, forged_sig), (db0_vote, own_keys), (b"garbage",)]:

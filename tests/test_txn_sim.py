@@ -21,7 +21,7 @@ from dtm_ray.faults import CATALOGUE
 from dtm_ray.pbft.events import Evidence, ViewChanged
 from dtm_ray.sim.plans import Step
 from dtm_ray.sim.txn_plans import TxnPlan, random_txn_plan, run_txn_plan
-from dtm_ray.txn.coordinator import CoordinatorApp
+from dtm_ray.txn.votebook import VoteBook
 from dtm_ray.txn.messages import Vote
 from dtm_ray.txn.participant import Participant
 
@@ -130,8 +130,8 @@ def test_negative_control_coordinator_committing_without_all_votes_is_flagged(mo
             return {s.participant: Vote(txn.txn_id, s.pseq, True, [], None) for s in txn.slots}
         return original(self, txn, commit, envelopes)
 
-    original = CoordinatorApp._evidence_votes
-    monkeypatch.setattr(CoordinatorApp, "_evidence_votes", trusting)
+    original = VoteBook.proven
+    monkeypatch.setattr(VoteBook, "proven", trusting)
     result = run_txn_plan(plan("bank", byzantine=[("R0", "forge-votes")]))
     kinds = {v.kind for v in result.violations}
     assert kinds & {"commit-without-yes", "total-changed", "negative-balance", "inconsistent-read"}, result.report()

@@ -52,24 +52,21 @@ from collections import Counter, OrderedDict
 from dtm_ray.crypto import Envelope, KeyRing, seal_mac
 from dtm_ray.errors import DecodeError
 from dtm_ray.pbft.app import Outgoing, ReplyItem, Verdict
-from dtm_ray.pbft.events import Evidence, Rejected
+from dtm_ray.pbft.events import Evidence
 from dtm_ray.txn.config import TxnConfig
 from dtm_ray.txn.delivery import Delivery
-from dtm_ray.txn.early_votes import EarlyVotes
 from dtm_ray.txn.events import Decided, Final, Ordered, PreparesSent
-from dtm_ray.txn.evidence import VoteBatches, contradictions, proven_votes
 from dtm_ray.txn.messages import (AckBatch, fitting_batches, CoordinatorState, Decide, DecideBatch, DecidedTxn, DecisionBatch,
-                                  Forget, PendingTxn, PrepareBatch, PrepareItem, Query, Slot,
+                                  Forget, PendingTxn, Query, Slot,
                                   TxnRequest, Vote, VoteBatch)
 from dtm_ray.txn.ops import OPS_OF_KIND, TxnResult, txn_id_of
+from dtm_ray.txn.prepares import PrepareOutbox
 from dtm_ray.txn.proposals import DecideBuilder, DecodedProposals, Due, Pending, decisions_in, forget_proposals
-from dtm_ray.txn.timers import DeadlineHeap, ResendTimers
+from dtm_ray.txn.timers import DeadlineHeap
+from dtm_ray.txn.votebook import MAX_COUNTED_SENDERS, MAX_EVIDENCE, VoteBook  # noqa: F401  (re-exported)
 from dtm_ray.wire import decode, encode
 
-MAX_COUNTED_SENDERS = 1_000  # senders counted by name in ``rejected``
-MAX_EVIDENCE = 1_000  # equivocating-vote proofs kept in ``evidence``
 TIMEOUT_REASON = "vote timeout"
-
 
 
 def _client_and_request(txn_id: str) -> tuple[str, int] | None:
@@ -80,6 +77,18 @@ def _client_and_request(txn_id: str) -> tuple[str, int] | None:
 def _decided_bytes(decided: DecidedTxn) -> int:
     """An upper bound of its encoded size (deterministic: every replica charges the same)."""
     return len(decided.txn_id.encode()) + 16 + sum(len(s.participant.encode()) + 12 for s in decided.slots)
+
+
+def reads_in_op_order(txn: PendingTxn, votes: dict[str, Vote]) -> list:
+    """One read value per op, in op order, from each participant's reads (in its op order)."""
+    position: Counter[str] = Counter()
+    reads = []
+    for op in txn.ops:
+        values = votes[op.participant].reads
+        i = position[op.participant]
+        reads.append(values[i] if isinstance(values, list) and i < len(values) else None)
+        position[op.participant] += 1
+    return reads
 
 
 class CoordinatorApp:
@@ -97,22 +106,26 @@ class CoordinatorApp:
         self._now = 0
         self._started: dict[str, int] = {}
         self._vote_timers: DeadlineHeap[str] = DeadlineHeap()
-        self._votes: dict[str, dict[str, tuple[Vote, bytes]]] = {}
-        self._early_votes = EarlyVotes(config.participants)
-        self._batches = VoteBatches(keys, config.participants)
+        self._events: list = []  # audit events and evidence for the host (take_events)
+        self._book = VoteBook(replica_id, keys, config.participants, emit=lambda e: self._events.append(e))
         self._decoded = DecodedProposals()
-        self._prepare_out: dict[str, dict[str, PrepareItem]] = {}
-        self._prepare_sent: ResendTimers[str] = ResendTimers(config.resend_ms)  # PREPAREs not yet voted on
+        self._prepares = PrepareOutbox(config.resend_ms)
         self._delivery = Delivery(config.resend_ms)  # decisions until acknowledged, then final
         self._dirty: dict[str, None] = {}  # transactions whose DECIDE may have become due
         self._decides = Pending()
         self._forgets = Pending()
         self._counts: Counter[str] = Counter()
         self.work: Counter[str] = Counter()  # due checks and timer visits (the flat-cost test)
-        self.evidence: list[Evidence] = []  # bounded: one per (participant, transaction), at most MAX_EVIDENCE
-        self._evidence_keys: set[tuple[str, str]] = set()
-        self._events: list = []  # audit events and evidence for the host (take_events)
-        self.rejected: Counter[str] = Counter()  # per sender, at most MAX_COUNTED_SENDERS (+ "<others>")
+
+    @property
+    def evidence(self) -> list[Evidence]:
+        """Equivocating-vote proofs, one per (participant, transaction), at most MAX_EVIDENCE."""
+        return self._book.evidence
+
+    @property
+    def rejected(self) -> Counter[str]:
+        """Refused inputs per sender, at most MAX_COUNTED_SENDERS (+ "<others>")."""
+        return self._book.rejected
 
     # =========================================================================================
     # Deterministic: part of the replicated state machine
@@ -168,8 +181,9 @@ class CoordinatorApp:
         self._pending[txn_id] = txn
         self._start_timer(txn_id, self._now)
         self._events.append(Ordered(txn_id, seq))
-        self._adopt_early_votes(txn)
-        self._send_prepares(txn)
+        if self._book.adopt_early(txn):
+            self._dirty[txn_id] = None
+        self._prepares.send(txn, txn.slots, self._now)
         self._events.append(PreparesSent(txn_id, tuple(s.participant for s in slots), tuple(s.pseq for s in slots)))
         return []
 
@@ -210,11 +224,11 @@ class CoordinatorApp:
         self._vote_timers = DeadlineHeap()
         for txn_id, started in self._started.items():
             self._vote_timers.schedule(txn_id, started + self.config.vote_timeout_ms)
-        self._votes = {t: v for t, v in self._votes.items() if t in self._pending}
-        self._prepare_sent.keep_only(())
+        self._book.keep_only(self._pending)
+        self._prepares.restart()
         for txn in self._pending.values():
-            voted = self._votes.get(txn.txn_id, {})
-            self._send_prepares(txn, [s for s in txn.slots if s.participant not in voted])
+            voted = self._book.of(txn.txn_id)
+            self._prepares.send(txn, [s for s in txn.slots if s.participant not in voted], self._now)
         self._decides.clear()
         self._forgets.clear()
         self._dirty = dict.fromkeys(self._pending)
@@ -234,13 +248,13 @@ class CoordinatorApp:
         txn = self._pending.get(txn_id)
         if txn is None:
             return None  # decided already (or never executed): a duplicate DECIDE changes nothing
-        self._compare_with_my_votes(txn, envelopes)  # soft: evidence only, the outcome does not read it
-        votes = self._evidence_votes(txn, commit, envelopes)
+        self._book.compare(txn, envelopes)  # soft: evidence only, the outcome does not read it
+        votes = self._book.proven(txn, commit, envelopes)
         if commit:
             yes = {p: v for p, v in votes.items() if v.yes}
             if len(yes) != len(txn.slots):
                 return None  # not provable: correct replicas never let this through (see validate)
-            return self._decide(seq, txn, True, self._reads(txn, yes), None)
+            return self._decide(seq, txn, True, reads_in_op_order(txn, yes), None)
         refusals = [votes[s.participant] for s in txn.slots
                     if s.participant in votes and not votes[s.participant].yes]
         reason = refusals[0].reason if refusals else TIMEOUT_REASON
@@ -252,10 +266,11 @@ class CoordinatorApp:
         self._decided[txn.txn_id] = decided
         self._decided_size += _decided_bytes(decided)
         self._enforce_decided_cap()
-        for soft in (self._started, self._votes, self._dirty):
+        for soft in (self._started, self._dirty):
             soft.pop(txn.txn_id, None)
+        self._book.drop(txn.txn_id)
         self._vote_timers.cancel(txn.txn_id)
-        self._prepare_sent.forget(txn.txn_id)
+        self._prepares.done(txn.txn_id)
         self._decides.done(txn.txn_id)
         self._counts["committed" if commit else "aborted"] += 1
         if txn.txn_id in self._decided:
@@ -285,29 +300,6 @@ class CoordinatorApp:
     def _reply(self, client: str, request_id: int, result: TxnResult) -> ReplyItem:
         return (client, request_id, encode(result))
 
-    @staticmethod
-    def _reads(txn: PendingTxn, votes: dict[str, Vote]) -> list:
-        """One read value per op, in op order, from each participant's reads (in its op order)."""
-        position: Counter[str] = Counter()
-        reads = []
-        for op in txn.ops:
-            values = votes[op.participant].reads
-            i = position[op.participant]
-            reads.append(values[i] if isinstance(values, list) and i < len(values) else None)
-            position[op.participant] += 1
-        return reads
-
-    def _evidence_votes(self, txn: PendingTxn, commit: bool, envelopes) -> dict[str, Vote]:
-        """The votes for ``txn`` that the signed batches ``envelopes`` prove (``evidence``)."""
-        return proven_votes(self._batches, txn, commit, envelopes)
-
-    def _compare_with_my_votes(self, txn: PendingTxn, envelopes) -> None:
-        """A DECIDE carries signed votes: one that differs from the vote this replica received
-        from the same participant for the same slot proves equivocation (a replica that saw only
-        one of the two batches learns of the other here)."""
-        for participant, proof in contradictions(self._batches, txn, self._votes.get(txn.txn_id), envelopes):
-            self._record_equivocation(txn.txn_id, participant, proof)
-
     def _parse(self, proposal: bytes) -> Decide | DecideBatch | Forget | None:
         return self._decoded.parse(proposal)
 
@@ -320,12 +312,13 @@ class CoordinatorApp:
         except DecodeError:
             return False
         if env.sender not in self.config.participants:
-            self._reject(env.sender, f"{type(msg).__name__} from {env.sender!r}, not a participant")
+            self._book.reject(env.sender, f"{type(msg).__name__} from {env.sender!r}, not a participant")
             return True
         if isinstance(msg, VoteBatch):
-            self._on_vote_batch(env, msg)
+            for txn_id in self._book.on_batch(env, msg, self._pending, self._was_executed):
+                self._dirty[txn_id] = None
         elif not self.keys.check_mac(env.sender, env.body, env.auth):
-            self._reject(env.sender, f"bad MAC on {type(msg).__name__} from {env.sender!r}")
+            self._book.reject(env.sender, f"bad MAC on {type(msg).__name__} from {env.sender!r}")
         elif isinstance(msg, AckBatch):
             self._on_acks(env.sender, msg)
         else:
@@ -338,15 +331,15 @@ class CoordinatorApp:
         for txn_id in self._vote_timers.expired(now_ms):
             if txn_id in self._pending:
                 self._dirty[txn_id] = None
-        for txn_id in self._prepare_sent.due(now_ms):
+        for txn_id in self._prepares.due(now_ms):
             txn = self._pending.get(txn_id)
             if txn is not None:
-                voted = self._votes.get(txn_id, {})
+                voted = self._book.of(txn_id)
                 missing = [s for s in txn.slots if s.participant not in voted]
                 if missing:
-                    self._send_prepares(txn, missing)
+                    self._prepares.send(txn, missing, now_ms)
         self._delivery.resend_due(self._decided, now_ms)
-        self.work["timer_visits"] = self._vote_timers.visits + self._prepare_sent.visits + self._delivery.visits
+        self.work["timer_visits"] = self._vote_timers.visits + self._prepares.visits + self._delivery.visits
 
     def proposals(self) -> list[bytes]:
         """The proposals built and not yet executed; what became due since the last call is
@@ -407,7 +400,7 @@ class CoordinatorApp:
             envelopes = parsed.vote_batches
         else:
             envelopes = parsed.evidence
-        if any(self._batches.open(e) is None for e in envelopes):
+        if any(self._book.open(e) is None for e in envelopes):
             return Verdict.REJECT
         verdict = Verdict.ACCEPT
         for due in decisions_in(parsed):
@@ -427,8 +420,8 @@ class CoordinatorApp:
         txn = self._pending.get(txn_id)
         if txn is None:
             return Verdict.ACCEPT if self._was_executed(txn_id) else Verdict.WAIT
-        self._compare_with_my_votes(txn, envelopes)
-        votes = self._evidence_votes(txn, commit, envelopes)
+        self._book.compare(txn, envelopes)
+        votes = self._book.proven(txn, commit, envelopes)
         if commit:
             all_yes = len(votes) == len(txn.slots) and all(v.yes for v in votes.values())
             return Verdict.ACCEPT if all_yes else Verdict.REJECT
@@ -450,14 +443,10 @@ class CoordinatorApp:
         return Verdict.ACCEPT
 
     def take_messages(self) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for participant, items in sorted(self._prepare_out.items()):
-            for batch in fitting_batches(PrepareBatch, list(items.values())):
-                out.append((participant, seal_mac(self.keys, participant, batch)))
+        out = self._prepares.take(self.keys)
         for participant, decisions in sorted(self._delivery.outbox.items()):
             for batch in fitting_batches(DecisionBatch, list(decisions.values())):
                 out.append((participant, seal_mac(self.keys, participant, batch)))
-        self._prepare_out.clear()
         self._delivery.outbox.clear()
         return out
 
@@ -479,7 +468,7 @@ class CoordinatorApp:
             "decided_bytes": self._decided_size, "forgotten": self._counts["forgotten"],
             "evicted_unfinal": self._counts["evicted_unfinal"],
             "next_pseq": dict(self._next_pseq), "evidence": len(self.evidence),
-            "rejected": sum(self.rejected.values()), "early_votes": len(self._early_votes),
+            "rejected": sum(self.rejected.values()), "early_votes": len(self._book.early),
         }
 
     def outcome(self, txn_id: str) -> bool | None:
@@ -490,16 +479,10 @@ class CoordinatorApp:
     # -- helpers of the soft part --------------------------------------------------------------
     def _due_decide(self, txn: PendingTxn) -> Due | None:
         self.work["due_checks"] += 1
-        votes = self._votes.get(txn.txn_id, {})
-        for slot in txn.slots:
-            vote = votes.get(slot.participant)
-            if vote is not None and not vote[0].yes:
-                return (txn.txn_id, False, (vote[1],))
-        if len(votes) == len(txn.slots):
-            return (txn.txn_id, True, tuple(dict.fromkeys(votes[s.participant][1] for s in txn.slots)))
-        if self._timed_out(txn.txn_id):
-            return (txn.txn_id, False, ())
-        return None
+        due = self._book.decision(txn)
+        if due is None and self._timed_out(txn.txn_id):
+            return (txn.txn_id, False, ())  # ABORT without evidence: every backup's own timer agrees
+        return due
 
     def _start_timer(self, txn_id: str, now: int) -> None:
         self._started[txn_id] = now
@@ -509,62 +492,6 @@ class CoordinatorApp:
         started = self._started.get(txn_id)
         return started is not None and self._now - started >= self.config.vote_timeout_ms
 
-    def _on_vote_batch(self, env: Envelope, batch: VoteBatch) -> None:
-        envelope = encode(env)  # canonical: the very bytes the participant sent, kept as evidence
-        if self._batches.received(envelope, env, batch) is None:
-            self._reject(env.sender, f"bad signature on VoteBatch from {env.sender!r}")
-            return
-        for vote in batch.votes:
-            txn = self._pending.get(vote.txn_id)
-            if txn is None:
-                if not self._was_executed(vote.txn_id):
-                    self._early_votes.keep(env.sender, vote, envelope, len(batch.votes))
-                continue
-            self._record_vote(txn, env.sender, vote, envelope)
-
-    def _record_vote(self, txn: PendingTxn, participant: str, vote: Vote, envelope: bytes) -> None:
-        if not any(s.participant == participant and s.pseq == vote.pseq for s in txn.slots):
-            self._reject(participant, f"vote for {txn.txn_id} at pseq {vote.pseq}, not a slot of {participant!r}")
-            return
-        votes = self._votes.setdefault(txn.txn_id, {})
-        previous = votes.get(participant)
-        if previous is None:
-            votes[participant] = (vote, envelope)
-            self._dirty[txn.txn_id] = None
-        elif (previous[0].yes, previous[0].reads) != (vote.yes, vote.reads):
-            self._record_equivocation(txn.txn_id, participant, (previous[1], envelope))
-
-    def _reject(self, sender: str, reason: str) -> None:
-        """Refused input from ``sender`` (no proof): counted, and reported to the host as a
-        ``Rejected`` output, which the replica counts per sender in its bounded table."""
-        if sender not in self.rejected and len(self.rejected) >= MAX_COUNTED_SENDERS:
-            sender = "<others>"  # the transport's sender is unauthenticated: bound what it can grow
-        self.rejected[sender] += 1
-        self._events.append(Rejected(self.replica_id, sender, reason))
-
-    def _record_equivocation(self, txn_id: str, participant: str, proof: tuple[bytes, bytes]) -> None:
-        """Two different signed votes of ``participant`` for one transaction: kept once (a
-        resent batch proves nothing new) and reported to the host as an ``Evidence`` output."""
-        key = (participant, txn_id)
-        if key in self._evidence_keys or len(self._evidence_keys) >= MAX_EVIDENCE:
-            return
-        self._evidence_keys.add(key)
-        evidence = Evidence(self.replica_id, participant, "equivocating-vote", proof, txn_id)
-        self.evidence.append(evidence)
-        self._events.append(evidence)
-
-    def _adopt_early_votes(self, txn: PendingTxn) -> None:
-        for slot in txn.slots:
-            early = self._early_votes.take(slot.participant, txn.txn_id)
-            if early is not None:
-                self._record_vote(txn, slot.participant, *early)
-
     def _on_acks(self, participant: str, acks: AckBatch) -> None:
         for txn_id in self._delivery.acks(participant, acks, self._decided, self._now):
             self._events.append(Final(txn_id))
-
-    def _send_prepares(self, txn: PendingTxn, slots=None) -> None:
-        self._prepare_sent.sent(txn.txn_id, self._now)
-        for slot in txn.slots if slots is None else slots:
-            ops = tuple(op for op in txn.ops if op.participant == slot.participant)
-            self._prepare_out.setdefault(slot.participant, {})[txn.txn_id] = PrepareItem(txn.txn_id, slot.pseq, ops)
