@@ -27,6 +27,8 @@ from typing import Any
 from dtm_ray.errors import ConfigError, LocalError
 
 WORKLOADS = ("bank", "hot-key")
+# What ``params=`` may tune per workload (the accounts come from ``accounts=``, the bank's own).
+PARAMS = {"bank": ("read_share", "span"), "hot-key": ("hot", "hot_share", "read_share")}
 SETTLE_MIN_S, SETTLE_MAX_S = 30.0, 900.0
 
 
@@ -80,6 +82,8 @@ def run_pool_load(cluster, workload: str, *, concurrency: int | None, rate: floa
     from actors.loadgen import bank_accounts_of, check_read_share
 
     _check_request(cluster, workload, concurrency, rate, duration_s, accounts)
+    kv_participants = sum(kind == "kv" for kind in cluster.config.participants.values())
+    check_params(workload, params or {}, kv_participants)
     gens = generators(cluster, generators_count)
     pool = [cluster.config.load_pool[n] for n in list(cluster.config.load_pool)[:len(gens)]]
     if concurrency is not None and concurrency > sum(pool):
@@ -115,6 +119,28 @@ def _check_request(cluster, workload: str, concurrency, rate, duration_s, accoun
         raise ConfigError(f"accounts must be an integer >= 2 (per kv participant), got {accounts!r}")
     if not any(kind == "kv" for kind in cluster.config.participants.values()):
         raise ConfigError("the bank workload needs at least one kv participant")
+
+
+def check_params(workload: str, params: dict, kv_participants: int) -> None:
+    """``params`` of a pool run, refused with a ``ConfigError`` before anything starts: a wrong key
+    or value would otherwise surface as a ``TypeError`` inside a load-generator actor mid-run."""
+    if not isinstance(params, dict):
+        raise ConfigError(f"params must be a dict, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(PARAMS[workload]))
+    if "accounts" in unknown:
+        raise ConfigError("params: give the number of accounts as run_load(accounts=N), not in params")
+    if unknown:
+        raise ConfigError(f"params {unknown} are not parameters of {workload!r}: {list(PARAMS[workload])}")
+    for name in ("read_share", "hot_share"):
+        share = params.get(name, 0.0)
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ConfigError(f"params: {name} must be a number in [0, 1], got {share!r}")
+    span = params.get("span")
+    if span is not None and (isinstance(span, bool) or not isinstance(span, int) or not 1 <= span <= kv_participants):
+        raise ConfigError(f"params: span must be an integer in 1..{kv_participants} (the kv participants), got {span!r}")
+    hot = params.get("hot", 2)
+    if isinstance(hot, bool) or not isinstance(hot, int) or hot < 2:
+        raise ConfigError(f"params: hot must be an integer >= 2 (the hot accounts), got {hot!r}")
 
 
 def _measure(cluster, gens, workload, concurrency, rate, duration_s, seed, timeout, params

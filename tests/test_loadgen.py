@@ -158,3 +158,32 @@ def test_every_waited_result_of_a_turn_is_handed_over_whatever_else_the_turn_pro
         assert done == results
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("workload, params, match", [
+    ("bank", {"accounts": 1000}, r"run_load\(accounts=N\)"),
+    ("bank", {"hot": 3}, r"\['hot'\] are not parameters of 'bank'"),
+    ("bank", {"read_share": 1.5}, "read_share must be a number in"),
+    ("bank", {"read_share": "0.1"}, "read_share must be a number in"),
+    ("bank", {"span": 3}, r"span must be an integer in 1\.\.2"),
+    ("bank", {"span": 0}, r"span must be an integer in 1\.\.2"),
+    ("hot-key", {"hot": 1}, "hot must be an integer >= 2"),
+    ("hot-key", {"hot_share": -0.1}, "hot_share must be a number in"),
+    ("hot-key", {"span": 1}, "are not parameters of 'hot-key'"),
+    ("bank", ["read_share"], "params must be a dict"),
+])
+def test_pool_run_params_are_checked_before_the_run_with_a_config_error(workload, params, match):
+    from actors.loadrun import check_params
+    from dtm_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        check_params(workload, params, kv_participants=2)
+
+
+def test_pool_run_params_that_make_sense_pass():
+    from actors.loadrun import check_params
+
+    check_params("bank", {}, kv_participants=2)
+    check_params("bank", {"read_share": 0, "span": 2}, kv_participants=2)
+    check_params("bank", {"span": None}, kv_participants=2)
+    check_params("hot-key", {"hot": 4, "hot_share": 1.0, "read_share": 0.05}, kv_participants=2)

@@ -52,3 +52,5 @@ def test_bad_run_requests_are_clear_config_errors(cluster):
         cluster.run_load("bank", concurrency=10, duration_s=1, generators=3)
     with pytest.raises(ConfigError, match="client names"):
         cluster.run_load("bank")
+    with pytest.raises(ConfigError, match="run_load\\(accounts=N\\)"):  # was a TypeError inside the generator
+        cluster.run_load("bank", concurrency=1, duration_s=1, params={"accounts": 1000})
