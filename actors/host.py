@@ -25,7 +25,9 @@ Shaped as Ray's cheapest calls allow (``benchmarks/ray_floor.py`` measures the s
   claiming to be R2 thus spends the liars' budget, never R2's.
 - **Faults the operator injects.** A Byzantine transformer ``fn(dest, payload) -> iterable of
   (dest, payload)`` rewrites every outgoing message; a ``blocked`` set models a partition.
-- **Count.** Calls, messages and bytes in and out, fsyncs, core outputs by type (``stats()``).
+- **Count.** Calls, messages and bytes in and out, fsyncs, core outputs by type, and CPU: the
+  process's (``cpu_s``) and the loop thread's (``loop_cpu_s``: the core and this host; the rest
+  is Ray's own threads) (``stats()``).
 
 Peers are found by name (``actors.peers``): a failed call, a peer silent while we kept sending, or
 calls to it in flight that have not moved for ``CALL_STALL_MS``, makes its handle be looked up again, so a peer re-created by chaos is found again; the protocol's
@@ -108,6 +110,7 @@ class Host:
         self.timing: dict[str, list[float]] = {k: [0, 0.0, 0.0] for k in TIMINGS}  # count, sum ms, max ms
         self._clock0 = time.monotonic()
         self._last_activity_ms = 0
+        self._loop_cpu_s = 0.0  # the loop thread's CPU when stats() last ran on it
         self._next_refresh_ms = 0
         self.counters: collections.Counter = collections.Counter()
         self._inbound = InboundBudget(RULES)
@@ -495,7 +498,10 @@ class Host:
 
     def _stats(self) -> dict:
         out = self._counters_with_crypto()
-        out["cpu_s"] = round(time.process_time(), 3)
+        out["cpu_s"] = round(time.process_time(), 3)  # the whole process: Ray's threads too
+        if threading.current_thread() is self._thread:  # the loop's own share: core, codec, host
+            self._loop_cpu_s = round(time.thread_time(), 3)
+        out["loop_cpu_s"] = self._loop_cpu_s
         out["byzantine"] = self.transformer is not None
         out["blocked"] = sorted(self.blocked)
         out["buffered"] = sum(len(b) for b in self._buffers.values())

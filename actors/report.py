@@ -13,7 +13,7 @@ import collections
 import os
 
 COST_KEYS = ("calls_out", "messages_out", "bytes_out", "fsyncs", "crypto_sign", "crypto_verify",
-             "crypto_mac", "crypto_mac_checked", "cpu_s")
+             "crypto_mac", "crypto_mac_checked", "cpu_s", "loop_cpu_s")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -85,7 +85,7 @@ def summarise(records: list[dict], elapsed: float, t0_ns: int, before: dict, aft
         "latency_ms": {"p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9), "p95": percentile(lat, 0.95),
                        "p99": percentile(lat, 0.99)},
         "per_committed": {k: round(sum(d[k] for d in deltas.values()) / n, 3) for k in COST_KEYS},
-        "per_committed_by_party": {p: {k: round(d[k] / n, 4) for k in ("cpu_s", "calls_out", "fsyncs")}
+        "per_committed_by_party": {p: {k: round(d[k] / n, 4) for k in ("cpu_s", "loop_cpu_s", "calls_out", "fsyncs")}
                                    for p, d in deltas.items()},
         "restarted": restarted,  # their costs since their restart only: a lower bound
         "view_changes": after["view_changes"] - before["view_changes"],

@@ -230,6 +230,33 @@ def test_commands_run_on_the_loop_thread_between_turns():
         host.stop()
 
 
+def _burn_cpu(seconds: float) -> None:
+    import time
+
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_the_loop_threads_own_cpu_is_reported_apart_from_the_process():
+    """``loop_cpu_s`` is what the loop thread (core, codec, host) spent; ``cpu_s`` is the whole
+    process, Ray's threads included: the bench's split of where a replica's CPU goes."""
+    storage = MemoryStorage()
+    host = Host("b", "ns", ToyCore("b", storage), storage, tick_ms=10_000)
+    try:
+        start = host.stats()
+        _burn_cpu(0.2)  # on this thread: the process's CPU, not the loop's
+        idle = host.stats()
+        assert idle["cpu_s"] - start["cpu_s"] >= 0.19
+        assert idle["loop_cpu_s"] - start["loop_cpu_s"] < 0.1
+        host.call(_burn_cpu, 0.2)  # on the loop thread
+        busy = host.stats()
+        assert busy["loop_cpu_s"] - idle["loop_cpu_s"] >= 0.19
+        assert busy["loop_cpu_s"] <= busy["cpu_s"]
+    finally:
+        host.stop()
+
+
 def test_malformed_calls_and_a_raising_core_are_counted_not_fatal():
     def body(host, peer, storage):
         host.deliver("a", "not a list")

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 POINT_KEYS = {"n", "f", "concurrency", "fault", "committed", "committed_per_s", "abort_rate", "abort_reasons",
               "latency_ms", "per_committed", "timeline", "view_changes", "load_average", "checked"}
 COSTS = {"calls_out", "messages_out", "bytes_out", "fsyncs", "crypto_sign", "crypto_verify", "crypto_mac",
-         "crypto_mac_checked", "cpu_s"}
+         "crypto_mac_checked", "cpu_s", "loop_cpu_s"}
 
 
 def test_quick_bench_writes_checked_json_and_plots(ray_session, tmp_path):
@@ -33,6 +33,8 @@ def test_quick_bench_writes_checked_json_and_plots(ray_session, tmp_path):
         lat = p["latency_ms"]
         assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
         assert p["per_committed"]["calls_out"] > 0 and p["per_committed"]["fsyncs"] > 0
+        r0 = p["per_committed_by_party"]["R0"]  # the loop thread's CPU is a part of the process's
+        assert 0 < r0["loop_cpu_s"] <= r0["cpu_s"], r0
         assert sum(rate for _, rate in p["timeline"]) / 2 == p["committed"]  # 0.5 s bins of txn/s
     bft, cft = points
     # BFT signs, MACs and replicates what f=0 does once: it must cost more per committed txn

@@ -26,6 +26,14 @@ def test_a_party_restarted_between_the_snapshots_counts_from_its_restart_and_is_
     assert report["per_committed_by_party"]["R0"]["calls_out"] == 4.0
 
 
+def test_the_loop_threads_cpu_is_reported_beside_the_process_cpu():
+    before = party_totals([status("R0", cpu_s=1.0, loop_cpu_s=0.5)])
+    after = party_totals([status("R0", cpu_s=5.0, loop_cpu_s=3.5)])
+    report = summarise(records(10), 1.0, 0, before, after)
+    assert report["per_committed"]["loop_cpu_s"] == 0.3 and report["per_committed"]["cpu_s"] == 0.4
+    assert report["per_committed_by_party"]["R0"]["loop_cpu_s"] == 0.3
+
+
 def test_no_restart_is_a_plain_difference():
     before = party_totals([status("R0", calls_out=10, bytes_out=1_000)])
     after = party_totals([status("R0", calls_out=30, bytes_out=5_000)])
