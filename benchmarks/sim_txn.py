@@ -35,8 +35,11 @@ from dtm_ray.txn.ops import Op
 
 
 class TransferWorkload:
-    """Transfers between ``accounts`` funded accounts on db-0 and db-1, round robin, so that
-    concurrent transfers rarely touch the same key (the hot-key case is a test, not this)."""
+    """Transfers between ``accounts`` funded accounts on db-0 and db-1, round robin. The setup is
+    one transaction (at most ``max_ops`` = 64 puts), so 50 accounts: with more clients than that,
+    concurrent transfers share accounts and queue on their locks (400 clients: ~8 per account),
+    and a PREPARE waiting in such a queue past ``resend_ms`` is resent. So the figures include
+    some lock contention, unlike the Ray bench's default of 10,000 accounts per participant."""
 
     name = "transfers"
 
