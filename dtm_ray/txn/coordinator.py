@@ -58,10 +58,11 @@ from dtm_ray.txn.delivery import Delivery
 from dtm_ray.txn.events import Decided, Final, Ordered, PreparesSent
 from dtm_ray.txn.messages import (AckBatch, fitting_batches, CoordinatorState, Decide, DecideBatch, DecidedTxn, DecisionBatch,
                                   Forget, PendingTxn, Query, Slot,
-                                  TxnRequest, Vote, VoteBatch)
-from dtm_ray.txn.ops import OPS_OF_KIND, TxnResult, txn_id_of
+                                  Vote, VoteBatch)
+from dtm_ray.txn.ops import TxnResult, txn_id_of
 from dtm_ray.txn.prepares import PrepareOutbox
-from dtm_ray.txn.proposals import DecideBuilder, DecodedProposals, Due, Pending, decisions_in, forget_proposals
+from dtm_ray.txn.proposals import DecideBuilder, DecodedProposals, Due, Pending, forget_proposals
+from dtm_ray.txn.requests import RequestRules
 from dtm_ray.txn.timers import DeadlineHeap
 from dtm_ray.txn.votebook import MAX_COUNTED_SENDERS, MAX_EVIDENCE, VoteBook  # noqa: F401  (re-exported)
 from dtm_ray.wire import decode, encode
@@ -109,6 +110,7 @@ class CoordinatorApp:
         self._events: list = []  # audit events and evidence for the host (take_events)
         self._book = VoteBook(replica_id, keys, config.participants, emit=lambda e: self._events.append(e))
         self._decoded = DecodedProposals()
+        self._rules = RequestRules(config)
         self._prepares = PrepareOutbox(config.resend_ms)
         self._delivery = Delivery(config.resend_ms)  # decisions until acknowledged, then final
         self._dirty: dict[str, None] = {}  # transactions whose DECIDE may have become due
@@ -131,48 +133,21 @@ class CoordinatorApp:
     # Deterministic: part of the replicated state machine
 
     def check_request(self, client: str, operation: bytes) -> str | None:
-        try:
-            request = decode(operation, TxnRequest)
-        except DecodeError as exc:
-            return f"invalid request: {exc}"
-        return self.request_problem(client, request)
+        return self._rules.check(client, operation)
 
     def refusal_result(self, client: str, request_id: int, reason: str) -> bytes:
         """A refused transaction is aborted before it is ordered: no participant saw it."""
         return encode(TxnResult(False, "abort", txn_id_of(client, request_id), [], reason))
-
-    def request_problem(self, client: str, request: TxnRequest) -> str | None:
-        if not request.ops:
-            return "invalid request: a transaction needs at least one op"
-        if len(request.ops) > self.config.max_ops:
-            return f"invalid request: {len(request.ops)} ops exceed max_ops {self.config.max_ops}"
-        policy = self.config.policy(client)
-        for op in request.ops:
-            reason = op.problem()
-            kind = self.config.participants.get(op.participant)
-            if reason is None and kind is None:
-                reason = f"unknown participant {op.participant!r}"
-            if reason is None and op.kind not in OPS_OF_KIND[kind]:
-                reason = f"{op.kind} is not an operation of {op.participant} (a {kind})"
-            if reason is None and policy is not None:
-                reason = policy.refusal(op.participant, op.kind)
-            if reason is not None:
-                return f"invalid request: {reason}"
-        return None
 
     def execute(self, seq: int, client: str, request_id: int, operation: bytes) -> list[ReplyItem]:
         txn_id = txn_id_of(client, request_id)
         if self._was_executed(txn_id):
             return []  # executed before (recovery replays the log): idempotent
         self._executed[client] = request_id
-        try:
-            request = decode(operation, TxnRequest)
-        except DecodeError as exc:
-            return [self._reply(client, request_id, TxnResult(False, "abort", txn_id, [], f"invalid request: {exc}"))]
-        reason = self.request_problem(client, request)
+        request, reason = self._rules.for_execution(client, operation)
         if reason is not None:
-            result = TxnResult(False, "abort", txn_id, [None] * len(request.ops), reason)
-            return [self._reply(client, request_id, result)]
+            reads = [] if request is None else [None] * len(request.ops)
+            return [self._reply(client, request_id, TxnResult(False, "abort", txn_id, reads, reason))]
         slots = []
         for participant in dict.fromkeys(op.participant for op in request.ops):
             slots.append(Slot(participant, self._next_pseq[participant]))
@@ -194,7 +169,7 @@ class CoordinatorApp:
                 self._forget(txn_id)
             return []
         replies = []
-        for txn_id, commit, envelopes in decisions_in(parsed):
+        for txn_id, commit, envelopes in self._decoded.decisions(proposal):
             reply = self._execute_decision(seq, txn_id, commit, envelopes)
             if reply is not None:
                 replies.append(reply)
@@ -403,7 +378,7 @@ class CoordinatorApp:
         if any(self._book.open(e) is None for e in envelopes):
             return Verdict.REJECT
         verdict = Verdict.ACCEPT
-        for due in decisions_in(parsed):
+        for due in self._decoded.decisions(proposal):
             one = self._decision_verdict(*due)
             if one is Verdict.REJECT:
                 return one

@@ -124,23 +124,35 @@ class Pending:
 
 class DecodedProposals:
     """Proposals decoded once: a held PRE-PREPARE is validated again on every step, then
-    executed (bounded, least recently used first out; None for bytes that are no proposal)."""
+    executed (bounded, least recently used first out; None for bytes that are no proposal).
+    Their decisions are listed once too: a backup validates a DECIDE and later executes it."""
 
     def __init__(self, max_entries: int = DECODED_CACHE) -> None:
         self.max_entries = max_entries
-        self._cache: OrderedDict[bytes, Decide | DecideBatch | Forget | None] = OrderedDict()
+        self._cache: OrderedDict[bytes, list] = OrderedDict()  # proposal -> [parsed, decisions or None]
 
     def parse(self, proposal: bytes) -> Decide | DecideBatch | Forget | None:
-        if proposal in self._cache:
-            return self._cache[proposal]
+        return self._entry(proposal)[0]
+
+    def decisions(self, proposal: bytes) -> list[Due]:
+        """``decisions_in`` of the parsed proposal, computed on the first call."""
+        entry = self._entry(proposal)
+        if entry[1] is None:
+            entry[1] = decisions_in(entry[0])
+        return entry[1]
+
+    def _entry(self, proposal: bytes) -> list:
+        entry = self._cache.get(proposal)
+        if entry is not None:
+            return entry
         try:
             parsed = decode(proposal, (DecideBatch, Decide, Forget))
         except DecodeError:
             parsed = None
-        self._cache[proposal] = parsed
+        entry = self._cache[proposal] = [parsed, None]
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
-        return parsed
+        return entry
 
 
 def decisions_in(parsed) -> list[Due]:
@@ -150,8 +162,18 @@ def decisions_in(parsed) -> list[Due]:
     if not isinstance(parsed, DecideBatch):
         return []
     batches = parsed.vote_batches
+    count = len(batches)
     out = []
     for d in parsed.decisions:
-        if all(0 <= i < len(batches) for i in d.evidence):
-            out.append((d.txn_id, d.commit, tuple(batches[i] for i in d.evidence)))
+        evidence = d.evidence
+        if len(evidence) == 1:  # the common shapes, without a generator each
+            i = evidence[0]
+            if 0 <= i < count:
+                out.append((d.txn_id, d.commit, (batches[i],)))
+        elif len(evidence) == 2:
+            i, j = evidence
+            if 0 <= i < count and 0 <= j < count:
+                out.append((d.txn_id, d.commit, (batches[i], batches[j])))
+        elif all(0 <= i < count for i in evidence):
+            out.append((d.txn_id, d.commit, tuple(batches[i] for i in evidence)))
     return out
