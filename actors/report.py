@@ -69,6 +69,11 @@ def all_statuses(cluster, generators) -> list[dict]:
     return parties + ray.get([g.status.remote() for g in generators], timeout=30)
 
 
+def _digits(cost: str) -> int:
+    """CPU seconds per transaction are a few ms: kept to 10 us, the counts to a thousandth."""
+    return 5 if cost.endswith("cpu_s") else 3
+
+
 def summarise(records: list[dict], elapsed: float, t0_ns: int, before: dict, after: dict) -> dict:
     committed = [r for r in records if r["status"] == "ok"]
     aborted = [r for r in records if r["status"] == "fail"]
@@ -84,8 +89,8 @@ def summarise(records: list[dict], elapsed: float, t0_ns: int, before: dict, aft
         "abort_reasons": dict(collections.Counter(str(r["reason"]) for r in aborted).most_common(5)),
         "latency_ms": {"p50": percentile(lat, 0.5), "p90": percentile(lat, 0.9), "p95": percentile(lat, 0.95),
                        "p99": percentile(lat, 0.99)},
-        "per_committed": {k: round(sum(d[k] for d in deltas.values()) / n, 3) for k in COST_KEYS},
-        "per_committed_by_party": {p: {k: round(d[k] / n, 4) for k in ("cpu_s", "loop_cpu_s", "calls_out", "fsyncs")}
+        "per_committed": {k: round(sum(d[k] for d in deltas.values()) / n, _digits(k)) for k in COST_KEYS},
+        "per_committed_by_party": {p: {k: round(d[k] / n, _digits(k) + 1) for k in ("cpu_s", "loop_cpu_s", "calls_out", "fsyncs")}
                                    for p, d in deltas.items()},
         "restarted": restarted,  # their costs since their restart only: a lower bound
         "view_changes": after["view_changes"] - before["view_changes"],
