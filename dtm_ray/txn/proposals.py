@@ -124,7 +124,7 @@ class Pending:
 
 class DecodedProposals:
     """Proposals decoded once: a held PRE-PREPARE is validated again on every step, then
-    executed (bounded, least recently used first out; None for bytes that are no proposal).
+    executed (bounded, oldest first out; None for bytes that are no proposal).
     Their decisions are listed once too: a backup validates a DECIDE and later executes it."""
 
     def __init__(self, max_entries: int = DECODED_CACHE) -> None:
