@@ -21,12 +21,12 @@ from dtm_ray.pbft import kvapp
 from dtm_ray.pbft.client import BUSY_MAX_FACTOR, ClientCore
 from dtm_ray.pbft.config import PbftConfig
 from dtm_ray.pbft.events import Executed, ViewChanged
-from dtm_ray.pbft.messages import Busy, Request, seal_request
+from dtm_ray.pbft.messages import Busy, PrePrepare, Request, seal_request
 from dtm_ray.pbft.replica import Replica
 from dtm_ray.sim.txn_world import build_txn_world
 from dtm_ray.storage import MemoryStorage
 from dtm_ray.txn.ops import Op
-from dtm_ray.wire import decode
+from dtm_ray.wire import decode, encode
 
 REPLICAS = ("R0", "R1", "R2", "R3")
 
@@ -283,3 +283,23 @@ def test_5000_clients_are_admitted_not_collapsed(seed):
 @pytest.mark.parametrize("clients", [2_000, 5_000])
 def test_nightly_sweep_admitted_not_collapsed(seed, clients):
     check_admitted_not_collapsed(seed, clients, 2)
+
+
+def test_the_primary_batches_the_clients_own_copy_over_a_forwarded_one():
+    """A faulty backup forwards a request with the other replicas' MACs of its authenticator
+    corrupted (the primary's own checks out); the client's copy arrives next. The primary's batch
+    carries the client's bytes, so every backup can authenticate it (with the forwarded copy they
+    would wait for vouchers: measured, a stalled view in the simulator, seed 3 of
+    test_refused_primary's corrupt-auth runs)."""
+    primary, keys = replica("R0", clients=1, batch_wait_ms=5)
+    payload = request(keys, "c0")
+    env = decode(payload, Envelope)
+    corrupted = encode(Envelope(env.sender, env.body, env.auth[:-1] + bytes([env.auth[-1] ^ 1])))
+    primary.receive("R1", corrupted)  # forwarded by R1, accepted: R0's MAC is intact
+    assert primary.pending[("c0", 1)] == corrupted
+    primary.receive("c0", payload)
+    primary.tick(primary.now + 10)
+    ready = primary.take_ready()
+    batches = [decode(decode(p, Envelope).body) for d, p in ready.send_now + ready.send_after_persist if d == "R1"]
+    requests = [r for pp in batches if isinstance(pp, PrePrepare) for r in pp.requests]
+    assert requests == [payload], "the primary batched the forwarded copy"

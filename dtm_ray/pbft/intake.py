@@ -19,7 +19,7 @@ view-change timer needs, is its first entry (every waiter has the same timeout a
 stamped with a clock that never goes back: a deadline heap would only ever pop its oldest entry).
 
 Shared state it owns (set up by ``_init_intake``): ``pending``, ``pending_per_client``,
-``queued``, ``_admitted``, ``waiting_requests`` (request -> first seen here), ``held_seqs``,
+``queued``, ``forwarded_copies``, ``_admitted``, ``waiting_requests`` (request -> first seen here), ``held_seqs``,
 ``_refusals``, ``admission``. It uses the replica's ``clients`` table (replays), ``inflight``, ``view``,
 ``primary`` and ``_reject``.
 """
@@ -53,6 +53,7 @@ class RequestIntake:
         self.pending_per_client: Counter[str] = Counter()
         self.queued: dict[tuple[str, int], bytes] = {}  # pending, in no pre-prepare of this view: FIFO
         self.queued_bytes = 0  # their batch_item_bytes: whether a batch is full by bytes, in O(1)
+        self.forwarded_copies: set[tuple[str, int]] = set()  # pending at the primary as a backup forwarded it
         self._admitted = AdmittedCache()  # authentic, admissible request envelopes, verified once
         self.waiting_requests: dict[tuple[str, int], int] = {}  # request -> when first seen here (FIFO)
         self.held_seqs: set[int] = set()  # slots holding a pre-prepare for the App
@@ -96,11 +97,25 @@ class RequestIntake:
             self._refuse_authenticator(req.client, req.request_id)
             return
         key = (req.client, req.request_id)
-        if key not in self.pending and not self._keep(key, req, payload):
+        if key in self.pending:
+            self._prefer_clients_copy(key, payload)
+        elif not self._keep(key, req, payload):
             return
         self.waiting_requests.setdefault(key, self.timer_now)
         if not self.is_primary and self.admission.may_forward(key, self.now, self.retransmit_ms):
             self._out.send(self.primary, payload, after_persist=False)  # the client's own envelope
+
+    def _prefer_clients_copy(self, key: tuple[str, int], payload: bytes) -> None:
+        """The primary holds a copy of this request that a backup forwarded, and now gets one not
+        from a replica (the client's own): batch the client's. The forwarder may be faulty and
+        have corrupted the authenticator's MACs of the other replicas (ours checked out), which
+        would make them unable to vouch for the batch (``authdefence``) and stall its slot."""
+        held = self.queued.get(key)
+        if held is not None and held != payload and key in self.forwarded_copies \
+                and self.delivered_by not in self.config.replicas:
+            self.queued[key] = self.pending[key] = payload
+            self.queued_bytes += batch_item_bytes(payload) - batch_item_bytes(held)
+            self.forwarded_copies.discard(key)
 
     def _keep(self, key: tuple[str, int], req: Request, payload: bytes) -> bool:
         """Remember a new request as pending, if the admission bound and the client's share
@@ -115,6 +130,8 @@ class RequestIntake:
                 self._out.send(req.client, seal_mac(self.keys, req.client, busy), after_persist=False)
             return False
         self.pending[key] = payload
+        if self.is_primary and self.delivered_by in self.config.replicas:
+            self.forwarded_copies.add(key)
         self.pending_per_client[req.client] += 1
         self._admitted.add(payload, req)
         if key not in self.inflight:
@@ -133,6 +150,7 @@ class RequestIntake:
         if dropped is not None:
             self.queued_bytes -= batch_item_bytes(dropped)
         self.admission.forget(key)
+        self.forwarded_copies.discard(key)
         if self.pending.pop(key, None) is not None:
             self.pending_per_client[key[0]] -= 1
             if not self.pending_per_client[key[0]]:
