@@ -200,10 +200,12 @@ class NormalCase:
         if slot.committed and slot.pp is not None and slot.pp.digest != pp.digest:
             self._reject(self.config.primary(pp.view), f"pre-prepare contradicts committed seq {pp.seq}")
             return
+        self._preprepare_came(slot)
         slot.accept(pp, payload, self.now)
         self._out.write(persist.slot_key(persist.PP_PREFIX, pp.seq), payload)
         self._expose_conflicts(slot)
         if self.config.primary(pp.view) != self.id:
+            self._relay_preprepare(slot)
             vote = self.safety.sign_prepare(pp.view, pp.seq, pp.digest)
             if vote is not None:  # None: we asked for a later view (we may still learn the outcome)
                 slot.my_prepare = vote
@@ -223,6 +225,7 @@ class NormalCase:
             return
         slot = self.log.slot(p.seq)
         if self._record_vote(slot.prepares, sender, p.digest, payload, slot):
+            self._vote_without_preprepare(slot)
             self._expose_conflicts(slot)
             self._check_prepared(slot)
 
@@ -231,6 +234,7 @@ class NormalCase:
             return
         slot = self.log.slot(c.seq)
         if self._record_vote(slot.commits, sender, c.digest, payload, slot):
+            self._vote_without_preprepare(slot)
             self._expose_conflicts(slot)
             self._check_committed(slot)
 

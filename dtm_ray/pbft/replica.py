@@ -138,6 +138,7 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
         self._refresh_proposals()
         self._check_timers()
         self._send_status()
+        self._fetch_missing_preprepares()
         if self.now - self.last_retransmit >= self.retransmit_ms:
             self.last_retransmit = self.now
             self._retransmit()
@@ -265,6 +266,7 @@ class Replica(RequestIntake, AuthDefence, NormalCase, ViewChanges, Stability, Ca
             "rejected": dict(self.rejected_counts),
             "replayed": dict(self.replayed_counts),
             "ignored": self.ignored,
+            "preprepares_fetched": self.preprepares_fetched,  # the primary's copy overdue: asked a peer
             "next_slot": self._next_slot_status(),
         }
 

@@ -313,6 +313,8 @@ class ViewChanges:
                 self._want_state(plan.min_s)
         for slot in self.log.slots.values():
             slot.enter_view()
+        self.missing_preprepares.clear()  # votes of the old view: its primary's copies no longer come
+        self.primary_starves, self.relaying, self.relayed_until = False, {}, 0  # a new primary
         self.inflight.clear()
         self.inflight_proposals.clear()
         for header, quote in headers:
