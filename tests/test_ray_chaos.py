@@ -145,9 +145,8 @@ def test_wiped_replica_recovers_by_state_transfer(bank):
 
 
 # What a behaviour on the primary must leave behind, besides progress and the invariants. An
-# empty entry: nothing a correct party can see. `delay` slows the primary without stopping it;
-# `selective` (it talks to one of its three peers) makes the starved backups fetch its
-# pre-prepares from the peer it talks to (`fetched`); `forge-decision` and
+# empty entry: nothing a correct party can see. `delay` and `selective` (a half of its peers is
+# still a quorum with the primary) slow the primary without stopping it; `forge-decision` and
 # `wrong-result` lie with its own valid MAC to participants and clients, who act only on f+1
 # matching messages, so the lie changes nothing (the atomicity and bank checks show that).
 def rejected(before, after, accused):
@@ -158,12 +157,6 @@ def rejected(before, after, accused):
 def evidence(before, after, accused):
     """Provable misbehaviour recorded against it, with its proof, at a correct replica."""
     return _grew(before, after, accused, "evidence")
-
-
-def fetched(before, after, accused):
-    """Correct backups had to ask a peer for pre-prepares the primary did not send them."""
-    was = {r["id"]: r.get("preprepares_fetched", 0) for r in before["replicas"]}
-    return any(r.get("preprepares_fetched", 0) > was[r["id"]] for r in after["replicas"] if r["id"] != accused)
 
 
 def replaced(before, after, accused):
@@ -188,7 +181,7 @@ def _grew(before, after, accused, field):
 EFFECTS = {
     "corrupt-auth": (rejected, replaced), "delay": (), "equivocate": (evidence,), "flood": (rejected, replaced),
     "forge-decision": (), "forge-votes": (evidence, replaced), "future-view": (rejected,),
-    "mute": (replaced,), "replay": (rejected,), "selective": (fetched,), "stale-view": (rejected, replaced),
+    "mute": (replaced,), "replay": (rejected,), "selective": (), "stale-view": (rejected, replaced),
     "wrong-digest": (rejected, replaced), "wrong-result": (),
 }
 REPLICA_BEHAVIOURS = sorted(set(CATALOGUE) - set(PARTICIPANT_CATALOGUE))
